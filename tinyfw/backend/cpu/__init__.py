@@ -1,0 +1,11 @@
+"""The CPU backend: NumPy for the primitives, Numba kernels for the fused operations.
+
+Every name in ``tinyfw.backend.interface.PRIMITIVES`` is an attribute of this module. Fused
+operations first come from the NumPy reference, then are replaced by the Numba kernel of the same
+name where one exists, so the backend is always complete and each kernel can be checked against
+the reference it replaces.
+"""
+from .primitives import *  # noqa: F401,F403
+from ..reference import *  # noqa: F401,F403  fallbacks, replaced below by the Numba kernels
+from .core_kernels import *  # noqa: F401,F403
+from .fast_weights import *  # noqa: F401,F403  sum rule and delta rule recurrences

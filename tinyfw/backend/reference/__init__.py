@@ -1,0 +1,5 @@
+"""Plain NumPy versions of every fused kernel: the oracle the tests compare the kernels against,
+and the documentation a learner reads first. One file per concept; this module re-exports them.
+"""
+from .core import *  # noqa: F401,F403  softmax, log-softmax, cross-entropy, embedding, GELU, Adam
+from .fast_weights import *  # noqa: F401,F403  sum rule and delta rule (recurrent and chunked)

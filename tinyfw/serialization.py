@@ -1,0 +1,117 @@
+"""``fw.save`` / ``fw.load``: state dicts and checkpoints as ``.npz`` plus JSON metadata.
+
+The file is an ordinary NumPy ``.npz`` archive: every array is one member (``a0``, ``a1``, ...)
+and the member ``__tinyfw__`` holds UTF-8 JSON describing the nested structure (dicts, lists,
+numbers, strings, and references to the arrays). No pickle anywhere: loading a file can never
+run code. Writes go to a temporary file in the same directory, are flushed to disk, then renamed
+over the target, so an interrupted save leaves the previous file intact.
+"""
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .tensor import Tensor
+
+FORMAT = "tinyfw-checkpoint"
+VERSION = 1
+
+
+def _encode(obj, arrays):
+    if isinstance(obj, Tensor):
+        arrays.append(obj.numpy())
+        return {"__tensor__": len(arrays) - 1}
+    if isinstance(obj, np.ndarray):
+        arrays.append(obj)
+        return {"__array__": len(arrays) - 1}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_encode(k, arrays), _encode(v, arrays)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, arrays) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v, arrays) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if np.isfinite(f) else {"__float__": repr(f)}
+    if obj is None or isinstance(obj, str):
+        return obj
+    raise TypeError(f"save: cannot save an object of type {type(obj).__name__} (only tensors, "
+                    "arrays, dicts, lists, tuples, numbers, strings and None)")
+
+
+def _decode(node, arrays, path):
+    if isinstance(node, list):
+        return [_decode(v, arrays, path) for v in node]
+    if isinstance(node, dict):
+        if "__tensor__" in node:
+            return Tensor(arrays[node["__tensor__"]], device="cpu")
+        if "__array__" in node:
+            return arrays[node["__array__"]]
+        if "__dict__" in node:
+            return {_decode(k, arrays, path): _decode(v, arrays, path) for k, v in node["__dict__"]}
+        if "__tuple__" in node:
+            return tuple(_decode(v, arrays, path) for v in node["__tuple__"])
+        if "__float__" in node:
+            return float(node["__float__"])
+        raise ValueError(f"load: {path} has an unknown entry {sorted(node)} in its metadata")
+    return node
+
+
+def save(obj, path):
+    """Write ``obj`` (a state dict, or a nested dict of them) to ``path`` atomically."""
+    arrays = []
+    meta = {"format": FORMAT, "version": VERSION, "tree": _encode(obj, arrays)}
+    members = {f"a{i}": a for i, a in enumerate(arrays)}
+    members["__tinyfw__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **members)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load(path):
+    """Read what ``save`` wrote. A missing, truncated or foreign file raises a clear error."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"load: no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "__tinyfw__" not in archive.files:
+                raise ValueError(f"load: {path} is a NumPy archive but not a tinyfw file "
+                                 "(no __tinyfw__ metadata)")
+            meta = json.loads(archive["__tinyfw__"].tobytes().decode("utf-8"))
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"load: {path} is not a tinyfw checkpoint "
+                                 f"(format {meta.get('format')!r})")
+            if meta.get("version", 0) > VERSION:
+                raise ValueError(f"load: {path} was written by a newer tinyfw (format version "
+                                 f"{meta['version']}, this one reads up to {VERSION})")
+            arrays = {}
+            for name in archive.files:
+                if name != "__tinyfw__":
+                    arrays[int(name[1:])] = archive[name]
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, UnicodeDecodeError,
+            json.JSONDecodeError) as e:
+        raise ValueError(f"load: {path} is truncated or not a tinyfw file ({type(e).__name__}: "
+                         f"{e})") from None
+    except ValueError as e:
+        if str(e).startswith("load:"):
+            raise
+        raise ValueError(f"load: {path} is corrupt or not a tinyfw file ({e})") from None
+    return _decode(meta["tree"], arrays, path)
