@@ -1,0 +1,26 @@
+"""The CUDA backend: every primitive of ``tinyfw.backend.interface`` as numba.cuda kernels.
+
+Arrays are numba.cuda device arrays, always C-contiguous. Without a GPU, run with
+``NUMBA_ENABLE_CUDASIM=1`` (set before Python starts): Numba's simulator then executes the same
+kernels in Python threads -- slowly, but exactly enough to test them on any machine.
+
+One file per concept: ``runtime`` (launch sizes, dtypes, strides), ``creation``, ``elementwise``,
+``reduction``, ``layout`` (shape and memory), ``indexing``, ``matmul``, and the fused kernels.
+"""
+from numba import cuda as _cuda
+
+if not _cuda.is_available():
+    raise RuntimeError(
+        "tinyfw: the 'cuda' device is unavailable: numba.cuda finds no usable GPU/driver. "
+        "Without a GPU, set NUMBA_ENABLE_CUDASIM=1 in the environment before starting Python to "
+        "run the CUDA kernels in Numba's (slow) simulator.")
+
+from .runtime import SIMULATOR, is_device_array  # noqa: E402,F401
+from .creation import *  # noqa: E402,F401,F403
+from .elementwise import *  # noqa: E402,F401,F403
+from .reduction import *  # noqa: E402,F401,F403
+from .layout import *  # noqa: E402,F401,F403
+from .indexing import *  # noqa: E402,F401,F403
+from .matmul import *  # noqa: E402,F401,F403
+
+DEVICE = "cuda"
