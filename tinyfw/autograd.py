@@ -203,7 +203,8 @@ def _topological_order(roots):
 
 
 class _GradSlot:
-    """A gradient being summed: the first array is borrowed, later sums go into an owned copy."""
+    """A gradient being summed: the first array is borrowed (it may be shared with another
+    branch), so the second contribution first copies it into a buffer this slot owns."""
 
     __slots__ = ("array", "owned")
 
@@ -212,11 +213,12 @@ class _GradSlot:
         self.owned = False
 
     def add(self, backend, grad):
-        if self.owned:
-            backend_iadd(backend, self.array, grad)
-        else:
-            self.array = backend.add(self.array, grad)
+        if not self.owned:
+            # a real array, never a NumPy scalar (ufuncs on 0-d arrays return scalars, which
+            # cannot be updated in place)
+            self.array = backend.copy(self.array)
             self.owned = True
+        backend_iadd(backend, self.array, grad)
 
 
 def backend_iadd(backend, target, value):

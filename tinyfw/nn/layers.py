@@ -1,7 +1,7 @@
 """Basic layers: Linear, Embedding, Dropout and the activation modules."""
 import math
 
-from .. import tensor as T
+from ..tensor import Tensor, zeros
 from ..ops import activations as A, linalg as L, nn as N
 from . import init
 from .module import Module, Parameter
@@ -13,10 +13,10 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, dtype=None, device="cpu"):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(T.zeros(out_features, in_features, dtype=dtype, device=device))
+        self.weight = Parameter(zeros(out_features, in_features, dtype=dtype, device=device))
         init.kaiming_uniform_(self.weight)
         if bias:
-            self.bias = Parameter(T.zeros(out_features, dtype=dtype, device=device))
+            self.bias = Parameter(zeros(out_features, dtype=dtype, device=device))
             bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
             init.uniform_(self.bias, -bound, bound)
         else:
@@ -36,7 +36,7 @@ class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, dtype=None, device="cpu", _weight=None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.weight = Parameter(T.zeros(num_embeddings, embedding_dim, dtype=dtype,
+        self.weight = Parameter(zeros(num_embeddings, embedding_dim, dtype=dtype,
                                         device=device))
         if _weight is None:
             init.normal_(self.weight)
@@ -47,7 +47,7 @@ class Embedding(Module):
     def from_pretrained(cls, embeddings, freeze=True):
         """An Embedding holding ``embeddings`` (an array ``(V, D)``, e.g. warm-start vectors)."""
         import numpy as np
-        arr = embeddings.numpy() if isinstance(embeddings, T.Tensor) else np.asarray(embeddings)
+        arr = embeddings.numpy() if isinstance(embeddings, Tensor) else np.asarray(embeddings)
         if arr.ndim != 2:
             raise ValueError(f"Embedding.from_pretrained: expected a 2-D array, got {arr.shape}")
         m = cls(arr.shape[0], arr.shape[1], dtype=arr.dtype if arr.dtype.kind == "f" else None,

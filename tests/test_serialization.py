@@ -1,0 +1,74 @@
+"""fw.save / fw.load: round trips, atomic writes, clear errors on bad files."""
+import os
+
+import numpy as np
+import pytest
+
+import tinyfw as fw
+import tinyfw.nn as nn
+
+
+def test_round_trip_nested(tmp_path):
+    obj = {"model": nn.Linear(3, 2).state_dict(), "step": 7, "best": float("inf"),
+           "name": "x", "ids": [1, 2, (3, 4)], "none": None, 5: np.arange(3),
+           "f64": fw.tensor(np.ones(2))}
+    path = tmp_path / "c.npz"
+    fw.save(obj, path)
+    back = fw.load(path)
+    assert back["step"] == 7 and back["best"] == float("inf") and back["name"] == "x"
+    assert back["ids"] == [1, 2, (3, 4)] and back["none"] is None
+    np.testing.assert_array_equal(back[5], np.arange(3))
+    assert back["f64"].dtype == fw.float64
+    for k, v in obj["model"].items():
+        np.testing.assert_array_equal(back["model"][k].numpy(), v.numpy())
+
+
+def test_no_temp_files_left_and_previous_file_survives_failure(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    fw.save({"a": np.ones(3)}, path)
+
+    def broken_savez(f, **members):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="No space"):
+        fw.save({"a": np.zeros(3)}, path)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(fw.load(path)["a"], np.ones(3))
+    assert os.listdir(tmp_path) == ["c.npz"]
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "c.npz"
+    fw.save({"a": np.ones(1000)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or not a tinyfw file"):
+        fw.load(path)
+
+
+def test_foreign_files(tmp_path):
+    npz = tmp_path / "plain.npz"
+    np.savez(npz, x=np.ones(2))
+    with pytest.raises(ValueError, match="not a tinyfw file"):
+        fw.load(npz)
+    txt = tmp_path / "t.npz"
+    txt.write_text("hello")
+    with pytest.raises(ValueError, match="not a tinyfw file"):
+        fw.load(txt)
+    with pytest.raises(FileNotFoundError):
+        fw.load(tmp_path / "missing.npz")
+
+
+def test_unsupported_object():
+    with pytest.raises(TypeError, match="cannot save an object of type object"):
+        fw.save({"x": object()}, "unused.npz")
+
+
+def test_pickled_objects_are_never_loaded(tmp_path):
+    path = tmp_path / "p.npz"
+    np.savez(path, __tinyfw__=np.frombuffer(b'{"format": "tinyfw-checkpoint", "version": 1, '
+                                            b'"tree": {"__array__": 0}}', dtype=np.uint8),
+             a0=np.array([object()], dtype=object))
+    with pytest.raises(ValueError):
+        fw.load(path)

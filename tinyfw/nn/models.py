@@ -1,0 +1,264 @@
+"""A configurable causal language model: token + position embeddings, a stack of Transformer
+blocks whose token mixer is chosen by name, a final norm and an output layer.
+
+    cfg = ModelConfig(vocab_size=65, context_length=64, n_layers=4, n_heads=4, d_model=128)
+    model = LanguageModel(cfg)
+    logits = model(ids)                   # ids (B, T) int64 -> logits (B, T, V)
+    logits, loss = model(ids, targets)    # mean cross-entropy over all positions
+    out = model.generate(ids, max_new_tokens=100, temperature=0.8, top_k=20)
+
+Mixers (``mixer=``): 'softmax' (causal multi-head softmax attention), 'linear' (fast-weight sum
+rule), 'delta' (fast-weight delta rule), 'safu' (the self-attentive feed-forward unit). Every mixer
+maps (B, T, D) -> (B, T, D) causally and follows ``forward(x, state=None, return_state=False)``:
+with ``return_state=True`` it also returns what it needs to continue the sequence (a KV cache, or
+the fast weights), which is how ``generate`` extends a sequence one token at a time.
+"""
+import dataclasses
+import math
+
+import numpy as np
+
+from .. import random as _random
+from ..autograd import no_grad
+from ..ops import nn as N
+from ..tensor import Tensor, arange, tensor
+from . import init
+from .layers import Dropout, Embedding, GELU, Linear
+from .module import Module, ModuleList
+
+MIXERS = ("softmax", "linear", "delta", "safu")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    vocab_size: int
+    context_length: int = 64
+    n_layers: int = 4
+    n_heads: int = 4
+    d_model: int = 128
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    norm: str = "layer"            # 'layer' (LayerNorm) or 'rms' (RMSNorm)
+    prenorm: bool = True           # x + f(norm(x)); False: norm(x + f(x))
+    mixer: str = "softmax"
+    tie_weights: bool = False      # output layer shares the token embedding matrix
+    bias: bool = True
+    positional: str = "learned"    # 'learned' position embeddings or 'none'
+    mixer_options: dict = dataclasses.field(default_factory=dict)  # passed to the mixer
+
+    def __post_init__(self):
+        problems = []
+        if self.vocab_size < 1:
+            problems.append(f"vocab_size={self.vocab_size} must be >= 1")
+        if self.context_length < 1 or self.n_layers < 1 or self.n_heads < 1:
+            problems.append("context_length, n_layers and n_heads must be >= 1")
+        if self.d_model % self.n_heads:
+            problems.append(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.norm not in ("layer", "rms"):
+            problems.append(f"norm={self.norm!r} must be 'layer' or 'rms'")
+        if self.mixer not in MIXERS:
+            problems.append(f"mixer={self.mixer!r} must be one of {MIXERS}")
+        if self.positional not in ("learned", "none"):
+            problems.append(f"positional={self.positional!r} must be 'learned' or 'none'")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} must be in [0, 1)")
+        if problems:
+            raise ValueError("ModelConfig: " + "; ".join(problems))
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"ModelConfig.from_dict: unknown fields {unknown}")
+        return cls(**d)
+
+
+def make_norm(kind, dim, bias=True):
+    if kind == "layer":
+        from .normalization import LayerNorm
+        return LayerNorm(dim, bias=bias)
+    from .normalization import RMSNorm
+    return RMSNorm(dim)
+
+
+def make_mixer(cfg):
+    """The token mixer of one block, by ``cfg.mixer`` name."""
+    opts = dict(cfg.mixer_options)
+    if cfg.mixer == "softmax":
+        from .attention import CausalSelfAttention
+        return CausalSelfAttention(cfg.d_model, cfg.n_heads, dropout=cfg.dropout, bias=cfg.bias,
+                                   **opts)
+    if cfg.mixer in ("linear", "delta"):
+        from .fast_weights import FastWeightAttention
+        opts.setdefault("feature_map", "elu" if cfg.mixer == "linear" else "dpfp")
+        return FastWeightAttention(cfg.d_model, cfg.n_heads,
+                                   update="sum" if cfg.mixer == "linear" else "delta", **opts)
+    from .safu import SAFUMixer
+    return SAFUMixer(cfg.d_model, **opts)
+
+
+class MLP(Module):
+    """``Linear(D, rD) -> GELU -> Linear(rD, D) -> dropout``."""
+
+    def __init__(self, dim, ratio=4, dropout=0.0, bias=True):
+        super().__init__()
+        self.fc = Linear(dim, ratio * dim, bias=bias)
+        self.act = GELU()
+        self.proj = Linear(ratio * dim, dim, bias=bias)
+        self.drop = Dropout(dropout)
+
+    def forward(self, x):
+        return self.drop(self.proj(self.act(self.fc(x))))
+
+
+class Block(Module):
+    """One Transformer block: a token mixer and an MLP, each in a residual branch with a norm."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.prenorm = cfg.prenorm
+        self.norm1 = make_norm(cfg.norm, cfg.d_model, cfg.bias)
+        self.mixer = make_mixer(cfg)
+        self.norm2 = make_norm(cfg.norm, cfg.d_model, cfg.bias)
+        self.mlp = MLP(cfg.d_model, cfg.mlp_ratio, cfg.dropout, cfg.bias)
+
+    def forward(self, x, state=None, return_state=False):
+        if self.prenorm:
+            mixed = self.mixer(self.norm1(x), state=state, return_state=return_state)
+            y, new_state = mixed if return_state else (mixed, None)
+            x = x + y
+            x = x + self.mlp(self.norm2(x))
+        else:
+            mixed = self.mixer(x, state=state, return_state=return_state)
+            y, new_state = mixed if return_state else (mixed, None)
+            x = self.norm1(x + y)
+            x = self.norm2(x + self.mlp(x))
+        return (x, new_state) if return_state else x
+
+
+class LanguageModel(Module):
+    def __init__(self, config):
+        super().__init__()
+        if isinstance(config, dict):
+            config = ModelConfig.from_dict(config)
+        self.config = cfg = config
+        self.tok_emb = Embedding(cfg.vocab_size, cfg.d_model)
+        if cfg.positional == "learned":
+            self.pos_emb = Embedding(cfg.context_length, cfg.d_model)
+        self.drop = Dropout(cfg.dropout)
+        self.blocks = ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.norm_f = make_norm(cfg.norm, cfg.d_model, cfg.bias)
+        self.head = Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self._init_weights()
+        if cfg.tie_weights:
+            self.head.weight = self.tok_emb.weight
+
+    def _init_weights(self):
+        """GPT-2's initialisation: N(0, 0.02) for weights, zero biases, and the projections that
+        write into the residual stream scaled by 1/sqrt(2 n_layers) so its variance stays put."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                init.zeros_(p)
+            elif p.ndim == 2:
+                is_residual_out = name.startswith("blocks") and name.endswith("proj.weight")
+                init.normal_(p, 0.0, residual_std if is_residual_out else 0.02)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, ids, targets=None, state=None, return_state=False):
+        """ids ``(B, T)`` int64 -> logits ``(B, T, V)`` (and the loss when targets are given).
+
+        ``state`` (from a previous call with ``return_state=True``) continues a sequence: the
+        positions go on from where it stopped and each mixer resumes from its own state.
+        """
+        if ids.ndim != 2:
+            raise ValueError(f"LanguageModel: ids must be (batch, time), got shape {ids.shape}")
+        B, T = ids.shape
+        start = 0 if state is None else state["pos"]
+        cfg = self.config
+        if cfg.positional == "learned" and start + T > cfg.context_length:
+            raise ValueError(f"LanguageModel: positions {start}..{start + T - 1} exceed the "
+                             f"model's context of {cfg.context_length} tokens (crop the input "
+                             "to the last context_length tokens)")
+        x = self.tok_emb(ids)
+        if cfg.positional == "learned":
+            x = x + self.pos_emb(arange(start, start + T, device=ids.device))
+        x = self.drop(x)
+        layer_states = []
+        for i, block in enumerate(self.blocks):
+            if return_state:
+                x, s = block(x, state=None if state is None else state["layers"][i],
+                             return_state=True)
+                layer_states.append(s)
+            else:
+                x = block(x, state=None if state is None else state["layers"][i])
+        logits = self.head(self.norm_f(x))
+        out = logits
+        if targets is not None:
+            out = (logits, N.cross_entropy(logits, targets))
+        if return_state:
+            new_state = {"pos": start + T, "layers": layer_states}
+            return (out, new_state) if targets is None else (*out, new_state)
+        return out
+
+    # ------------------------------------------------------------------ sampling
+    @no_grad()
+    def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None, use_state=True):
+        """Extend ``ids`` ``(B, T)`` by ``max_new_tokens`` sampled tokens; returns ``(B, T + n)``.
+
+        ``temperature`` 0 picks the most likely token; ``top_k`` keeps the k most likely. Each
+        new token costs one step from the carried state (KV cache or fast weights) while the
+        sequence fits the context; past it, the input is cropped to the last context_length
+        tokens and run again (learned positions cannot go further).
+        """
+        if temperature < 0:
+            raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"generate: top_k must be >= 1, got {top_k}")
+        was_training = self.training
+        self.eval()
+        try:
+            ctx_len = self.config.context_length
+            unlimited = self.config.positional == "none"
+            seq = ids.numpy()
+            state = None
+            for _ in range(max_new_tokens):
+                can_step = use_state and state is not None and (unlimited or state["pos"] < ctx_len)
+                if can_step:
+                    logits, state = self(tensor(seq[:, -1:], device=ids.device), state=state,
+                                         return_state=True)
+                else:
+                    window = seq if unlimited else seq[:, -ctx_len:]
+                    if use_state:
+                        logits, state = self(tensor(window, device=ids.device), return_state=True)
+                    else:
+                        logits = self(tensor(window, device=ids.device))
+                next_ids = sample_next(logits.numpy()[:, -1, :], temperature, top_k)
+                seq = np.concatenate([seq, next_ids[:, None]], axis=1)
+            return tensor(seq, device=ids.device)
+        finally:
+            self.train(was_training)
+
+
+def sample_next(logits, temperature=1.0, top_k=None):
+    """One token per row of ``logits`` ``(B, V)``, drawn from the global generator."""
+    logits = logits.astype(np.float64)
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = np.sort(logits, axis=-1)[:, -top_k][:, None]
+        logits = np.where(logits < kth, -np.inf, logits)
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=-1, keepdims=True)
+    rng = _random.generator()
+    return np.array([rng.choice(p.shape[-1], p=row) for row in p], dtype=np.int64)
+
+
+__all__ = ["ModelConfig", "LanguageModel", "Block", "MLP", "make_mixer", "make_norm",
+           "sample_next", "Tensor"]
