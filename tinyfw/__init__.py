@@ -22,7 +22,9 @@ from .ops.linalg import matmul
 from .ops.activations import relu
 from .ops.nn import softmax, log_softmax
 from . import autograd
-from . import nn, optim
+from . import nn, optim, warmstart, data
 from .serialization import save, load
+
+autograd.gradcheck = gradcheck  # also reachable as fw.autograd.gradcheck, as in PyTorch
 
 __version__ = "0.1.0"
