@@ -22,10 +22,10 @@ def normalize_device(device):
 
 def backend_for(device):
     """The backend module for ``device``; importing the CUDA one checks that CUDA is usable."""
-    name = normalize_device(device)
-    module = _loaded.get(name)
+    module = _loaded.get(device)  # fast path: called once per op with 'cpu' or 'cuda'
     if module is None:
-        module = importlib.import_module(f"tinyfw.backend.{name}")
+        name = normalize_device(device)
+        module = _loaded.get(name) or importlib.import_module(f"tinyfw.backend.{name}")
         _loaded[name] = module
     return module
 
