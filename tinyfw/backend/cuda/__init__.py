@@ -22,5 +22,10 @@ from .reduction import *  # noqa: E402,F401,F403
 from .layout import *  # noqa: E402,F401,F403
 from .indexing import *  # noqa: E402,F401,F403
 from .matmul import *  # noqa: E402,F401,F403
+from .softmax import *  # noqa: E402,F401,F403
+from .cross_entropy import *  # noqa: E402,F401,F403
+from .embedding import *  # noqa: E402,F401,F403
+from .gelu import *  # noqa: E402,F401,F403
+from .adam import *  # noqa: E402,F401,F403
 
 DEVICE = "cuda"

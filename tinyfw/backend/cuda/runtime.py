@@ -209,3 +209,48 @@ def strided_offset(i, shape, strides):
         i //= shape[d]
         offset += k * strides[d]
     return offset
+
+
+def launch_rows(kernel, rows, *args):
+    """Launch a block-per-row ``kernel`` (blocks loop over rows ``blockIdx.x, + gridDim.x, ...``)."""
+    if rows > 0:
+        launch(kernel, max(1, min(rows, MAX_BLOCKS)), THREADS, *args)
+
+
+# ----------------------------------------------------------------------------------------------
+# Block-wide reductions for block-per-row kernels. Every thread of the block must call them (they
+# synchronise); ``buffer`` is a float64 shared array of THREADS entries owned by the caller.
+# ----------------------------------------------------------------------------------------------
+
+@cuda.jit(device=True, inline=True)
+def block_sum(buffer, t, value):
+    """The sum over the block of each thread's ``value`` (returned to every thread)."""
+    buffer[t] = value
+    cuda.syncthreads()
+    width = THREADS // 2
+    while width > 0:
+        if t < width:
+            buffer[t] += buffer[t + width]
+        cuda.syncthreads()
+        width //= 2
+    total = buffer[0]
+    cuda.syncthreads()  # everyone has read buffer[0] before the buffer is reused
+    return total
+
+
+@cuda.jit(device=True, inline=True)
+def block_max(buffer, t, value):
+    """The maximum over the block of each thread's ``value`` (NaN propagates)."""
+    buffer[t] = value
+    cuda.syncthreads()
+    width = THREADS // 2
+    while width > 0:
+        if t < width:
+            other = buffer[t + width]
+            if other > buffer[t] or other != other:
+                buffer[t] = other
+        cuda.syncthreads()
+        width //= 2
+    total = buffer[0]
+    cuda.syncthreads()
+    return total
