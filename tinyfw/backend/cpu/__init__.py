@@ -9,3 +9,4 @@ from .primitives import *  # noqa: F401,F403
 from ..reference import *  # noqa: F401,F403  fallbacks, replaced below by the Numba kernels
 from .core_kernels import *  # noqa: F401,F403
 from .fast_weights import *  # noqa: F401,F403  sum rule and delta rule recurrences
+from .safu import *  # noqa: F401,F403  SAFU block-context attention

@@ -1,0 +1,192 @@
+"""NumPy reference for the SAFU kernels: block-context attention with cached comparisons, and
+the running mean that gives the document context.
+
+SAFU (the self-attentive feed-forward unit, ``design/WARM_START_AND_SAFU.md``) compares its
+inputs to themselves through ONE matrix ``W_A``, with no key or value projections::
+
+    s_tj = x_t^T W_A x_j            for the ``block`` positions j in (t - block, t]
+    a_t  = softmax_j(s_t)
+    h_t  = sum_j a_tj x_j
+
+Cached comparisons: the caller computes ``q_t = x_t^T W_A`` ONCE per position (one matmul over
+the whole sequence, ``q = x @ W_A``). Every comparison is then a dot product ``q_t . x_j`` of
+width D, and the window of position t + 1 reuses x_{t-block+2..t} as they are, so a sequence of
+n tokens costs ``O(n D^2)`` for q plus ``O(n * block * D)`` for the scores and the mixing:
+linear in n. The uncached form (``safu_block_attention_uncached``, kept here as the
+documentation and the test oracle) evaluates the bilinear form ``x_t^T W_A x_j`` for every pair
+separately, ``O(n * block * D^2)``; both give the same numbers.
+
+Layout: ``x, q, h, dx, dq, dh: (B, L, D)``; attention weights ``a, da: (B, L, block)`` with
+``a[b, t, k]`` the weight of position ``j = t - k`` (k = 0 is the position itself). Window slots
+before the start of the sequence (``t - k < 0``) are not attended to: their weight is exactly 0
+and the softmax runs over the ``min(block, t + 1)`` real positions only.
+
+The document context is the running mean ``d_t = (S0 + sum_{j <= t} x_j) / (n0 + t + 1)``
+(``S0``, ``n0``: the sum and count carried over from earlier chunks of the same sequence, zero
+for a fresh one): O(D) per step.
+
+Every function returns arrays of the inputs' dtype (float32 or float64).
+"""
+import numpy as np
+
+from .core import check_float
+
+__all__ = [
+    "safu_block_attention_forward", "safu_block_attention_backward",
+    "safu_block_attention_uncached",
+    "safu_running_mean_forward", "safu_running_mean_backward",
+    "safu_score_table", "safu_block_scores_from_table",
+]
+
+
+def check_block_inputs(op, x, q, block):
+    """Shared validation: x, q float (B, L, D) of one shape and dtype; block an int >= 1."""
+    check_float(op, x=x, q=q)
+    if x.ndim != 3 or q.shape != x.shape:
+        raise ValueError(f"{op}: x and q must both be (batch, length, dim) of one shape, got "
+                         f"x {tuple(x.shape)} and q {tuple(q.shape)}")
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise ValueError(f"{op}: block must be an int >= 1, got {block!r}")
+    return int(block)
+
+
+def _shifted(x, k):
+    """``x`` moved k steps later in time: ``out[:, t] = x[:, t - k]``, zeros for t < k."""
+    if k == 0:
+        return x
+    out = np.zeros_like(x)
+    out[:, k:] = x[:, :-k] if k < x.shape[1] else 0
+    return out
+
+
+def _valid(L, block):
+    """``(L, block)`` bool: window slot k of position t holds a real position (t - k >= 0)."""
+    return np.arange(L)[:, None] >= np.arange(block)[None, :]
+
+
+def safu_block_attention_forward(x, q, block):
+    """Block-context attention with cached comparisons.
+
+    x: (B, L, D) inputs; q: (B, L, D) = x @ W_A, computed once per position; block: window size.
+    Returns ``h (B, L, D)`` and ``a (B, L, block)`` (see the module docstring).
+    """
+    block = check_block_inputs("safu_block_attention_forward", x, q, block)
+    B, L, D = x.shape
+    scores = np.empty((B, L, block), dtype=x.dtype)
+    for k in range(block):                      # one dot product q_t . x_{t-k} per slot
+        scores[:, :, k] = np.einsum("bld,bld->bl", q, _shifted(x, k))
+    scores = np.where(_valid(L, block)[None], scores, -np.inf)
+    scores = scores - scores.max(axis=-1, keepdims=True)   # slot 0 is always valid: finite max
+    e = np.exp(scores)
+    a = (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype)
+    h = np.zeros_like(x)
+    for k in range(block):
+        h += a[:, :, k, None] * _shifted(x, k)
+    return h, a
+
+
+def safu_block_attention_backward(dh, da, x, q, a, block):
+    """Gradients of ``safu_block_attention_forward``.
+
+    dh: (B, L, D) = dL/dh; da: (B, L, block) = dL/da from other uses of ``a``, or None.
+    Returns ``(dx, dq)``, both (B, L, D). With ``g_tk = dh_t . x_{t-k} + da_tk`` (the total
+    gradient of the weight) and ``ds_tk = a_tk (g_tk - sum_k' a_tk' g_tk')`` (softmax backward):
+
+        dq_t      = sum_k ds_tk x_{t-k}
+        dx_{t-k} += a_tk dh_t + ds_tk q_t       (x is both a value and a compared vector)
+    """
+    block = check_block_inputs("safu_block_attention_backward", x, q, block)
+    B, L, D = x.shape
+    if dh.shape != x.shape or a.shape != (B, L, block):
+        raise ValueError(f"safu_block_attention_backward: dh {tuple(dh.shape)} must match x "
+                         f"{tuple(x.shape)} and a {tuple(a.shape)} must be {(B, L, block)}")
+    g = np.empty_like(a)
+    for k in range(block):
+        g[:, :, k] = np.einsum("bld,bld->bl", dh, _shifted(x, k))
+    if da is not None:
+        g = g + da
+    ds = a * (g - (a * g).sum(axis=-1, keepdims=True))   # a = 0 on invalid slots: ds = 0 there
+    dq = np.zeros_like(x)
+    dx = np.zeros_like(x)
+    for k in range(block):
+        dq += ds[:, :, k, None] * _shifted(x, k)
+        # contributions to position j = t - k come from position t = j + k: shift back by k
+        contribution = a[:, :, k, None] * dh + ds[:, :, k, None] * q
+        if k == 0:
+            dx += contribution
+        elif k < L:
+            dx[:, :-k] += contribution[:, k:]
+    return dx, dq
+
+
+def safu_block_attention_uncached(x, w_a, block):
+    """The same attention without the cache: ``s_tj = x_t^T W_A x_j`` evaluated pair by pair.
+
+    x: (B, L, D); w_a: (D, D). Returns ``(h, a)`` like ``safu_block_attention_forward(x, x @ w_a,
+    block)``. Cost ``O(n * block * D^2)``: the oracle the cached kernels are tested against.
+    """
+    check_float("safu_block_attention_uncached", x=x, w_a=w_a)
+    if w_a.shape != (x.shape[-1], x.shape[-1]):
+        raise ValueError(f"safu_block_attention_uncached: w_a must be (D, D) = "
+                         f"{(x.shape[-1],) * 2} for x {tuple(x.shape)}, got {tuple(w_a.shape)}")
+    B, L, D = x.shape
+    a = np.zeros((B, L, block), dtype=x.dtype)
+    h = np.zeros_like(x)
+    for b in range(B):
+        for t in range(L):
+            n = min(block, t + 1)
+            s = np.array([x[b, t] @ w_a @ x[b, t - k] for k in range(n)])
+            w = np.exp(s - s.max())
+            w /= w.sum()
+            a[b, t, :n] = w
+            h[b, t] = sum(w[k] * x[b, t - k] for k in range(n))
+    return h, a
+
+
+def safu_running_mean_forward(x, prev_sum=None, prev_count=0):
+    """Document context: ``d_t = (prev_sum + sum_{j<=t} x_j) / (prev_count + t + 1)``.
+
+    x: (B, L, D); prev_sum: (B, D) or None (zeros); prev_count: int >= 0. Returns d (B, L, D).
+    """
+    check_float("safu_running_mean_forward", x=x)
+    if x.ndim != 3:
+        raise ValueError(f"safu_running_mean_forward: x must be (batch, length, dim), got "
+                         f"{tuple(x.shape)}")
+    if prev_count < 0:
+        raise ValueError(f"safu_running_mean_forward: prev_count must be >= 0, got {prev_count}")
+    total = np.cumsum(x, axis=1)
+    if prev_sum is not None:
+        if prev_sum.shape != (x.shape[0], x.shape[2]):
+            raise ValueError(f"safu_running_mean_forward: prev_sum must be (B, D) = "
+                             f"{(x.shape[0], x.shape[2])}, got {tuple(prev_sum.shape)}")
+        total = total + prev_sum[:, None, :]
+    counts = prev_count + np.arange(1, x.shape[1] + 1, dtype=x.dtype)
+    return (total / counts[None, :, None]).astype(x.dtype)
+
+
+def safu_running_mean_backward(dd, prev_count=0):
+    """Gradient of the running mean w.r.t. x: ``dx_j = sum_{t >= j} dd_t / (prev_count + t + 1)``
+    (a reversed cumulative sum). dd: (B, L, D) -> dx (B, L, D)."""
+    counts = prev_count + np.arange(1, dd.shape[1] + 1, dtype=dd.dtype)
+    scaled = dd / counts[None, :, None]
+    return np.flip(np.cumsum(np.flip(scaled, axis=1), axis=1), axis=1).astype(dd.dtype)
+
+
+def safu_score_table(vectors, w_a):
+    """Per-type score table ``T[u, v] = e_u^T W_A e_v`` for token vectors ``vectors`` (V, D).
+
+    With a finite vocabulary and no positional term every comparison is a look-up
+    ``s_tj = T[id_t, id_j]`` (spec step 5). Returns (V, V).
+    """
+    check_float("safu_score_table", vectors=vectors, w_a=w_a)
+    return (vectors @ w_a) @ vectors.T
+
+
+def safu_block_scores_from_table(ids, table, block):
+    """Block scores by look-up: ``s[b, t, k] = table[ids[b, t], ids[b, t - k]]``, ``-inf`` on
+    slots before the start. ids: (B, L) int; table: (V, V). Returns (B, L, block)."""
+    B, L = ids.shape
+    s = np.full((B, L, block), -np.inf, dtype=table.dtype)
+    for k in range(min(block, L)):
+        s[:, k:, k] = table[ids[:, k:], ids[:, :L - k]]
+    return s

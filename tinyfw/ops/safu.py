@@ -1,0 +1,120 @@
+"""SAFU operations: block-context attention with cached comparisons, and the running mean.
+
+The math lives in ``backend/reference/safu.py``; these Functions only wire the backend kernels
+into autograd. The radial context (a concatenation of shifted copies) needs no kernel of its own:
+:func:`radial_context` builds it from ``cat`` and slicing, so it runs on every backend.
+"""
+import numpy as np
+
+from ..autograd import Function
+from ..tensor import Tensor, zeros
+from .shape import cat, index
+
+__all__ = ["safu_block_attention", "running_mean", "radial_context"]
+
+
+class SAFUBlockAttention(Function):
+    @staticmethod
+    def forward(ctx, x, q, block):
+        h, a = ctx.backend.safu_block_attention_forward(x, q, block)
+        ctx.save_for_backward(x, q, a)
+        ctx.block = block
+        return h, a
+
+    @staticmethod
+    def backward(ctx, dh, da):
+        x, q, a = ctx.saved_tensors
+        dx, dq = ctx.backend.safu_block_attention_backward(dh, da, x, q, a, ctx.block)
+        return dx, dq, None
+
+
+def _check_tensor(op, name, t):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+    if t.dtype.kind != "f":
+        raise TypeError(f"{op}: {name} must be floating point, got {t.dtype}")
+
+
+def safu_block_attention(x, q, block):
+    """SAFU block context: ``h_t = sum_j softmax_j(q_t . x_j) x_j`` over j in (t - block, t].
+
+    x: (B, L, D) inputs; q: (B, L, D) = ``x @ W_A`` (the cached comparisons: one vector per
+    position); block: window size >= 1. Returns ``(h, a)``: h (B, L, D) and the attention
+    weights a (B, L, block), ``a[:, t, k]`` the weight of position ``t - k``. Differentiable in
+    x and q (and through ``a``).
+    """
+    _check_tensor("safu_block_attention", "x", x)
+    _check_tensor("safu_block_attention", "q", q)
+    if x.ndim != 3 or q.shape != x.shape:
+        raise ValueError(f"safu_block_attention: x and q must both be (batch, length, dim) of one "
+                         f"shape, got x {x.shape} and q {q.shape}")
+    if x.dtype != q.dtype:
+        raise TypeError(f"safu_block_attention: x ({x.dtype}) and q ({q.dtype}) must share a "
+                        "dtype")
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise ValueError(f"safu_block_attention: block must be an int >= 1, got {block!r}")
+    return SAFUBlockAttention.apply(x, q, int(block))
+
+
+class RunningMean(Function):
+    @staticmethod
+    def forward(ctx, x, prev_sum, prev_count):
+        ctx.prev_count = prev_count
+        return ctx.backend.safu_running_mean_forward(x, prev_sum, prev_count)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.backend.safu_running_mean_backward(g, ctx.prev_count), None, None
+
+
+def running_mean(x, prev_sum=None, prev_count=0):
+    """Document context ``d_t = (prev_sum + sum_{j<=t} x_j) / (prev_count + t + 1)``.
+
+    x: (B, L, D). ``prev_sum`` (B, D) and ``prev_count`` carry the sum and count of earlier
+    chunks of the same sequences (None / 0 for fresh ones); they are constants (no gradient).
+    """
+    _check_tensor("running_mean", "x", x)
+    if x.ndim != 3:
+        raise ValueError(f"running_mean: x must be (batch, length, dim), got {x.shape}")
+    if isinstance(prev_count, bool) or not isinstance(prev_count, (int, np.integer)) \
+            or prev_count < 0:
+        raise ValueError(f"running_mean: prev_count must be an int >= 0, got {prev_count!r}")
+    raw_sum = None
+    if prev_sum is not None:
+        raw_sum = prev_sum.data if isinstance(prev_sum, Tensor) else prev_sum
+        if tuple(raw_sum.shape) != (x.shape[0], x.shape[2]):
+            raise ValueError(f"running_mean: prev_sum must be (B, D) = {(x.shape[0], x.shape[2])}"
+                             f" for x {x.shape}, got {tuple(raw_sum.shape)}")
+    return RunningMean.apply(x, raw_sum, int(prev_count))
+
+
+def radial_context(x, radial, past=None):
+    """Radial context ``r_t = [x_t; x_{t-1}; ...; x_{t-R+1}]`` -> (B, L, R * D).
+
+    Positions before the start read zero vectors, unless ``past`` (B, P, D) supplies the
+    inputs that preceded ``x`` (its last ``R - 1`` rows are used, older missing ones are zeros).
+    """
+    _check_tensor("radial_context", "x", x)
+    if isinstance(radial, bool) or not isinstance(radial, (int, np.integer)) or radial < 1:
+        raise ValueError(f"radial_context: radial must be an int >= 1, got {radial!r}")
+    if x.ndim != 3:
+        raise ValueError(f"radial_context: x must be (batch, length, dim), got {x.shape}")
+    B, L, D = x.shape
+    if radial == 1:
+        return x
+    pad = radial - 1
+    pieces = []
+    if past is not None and past.shape[1] > 0:
+        if past.ndim != 3 or past.shape[0] != B or past.shape[2] != D:
+            raise ValueError(f"radial_context: past must be (B, P, D) with B={B}, D={D}, got "
+                             f"{past.shape}")
+        past = index(past, (slice(None), slice(max(0, past.shape[1] - pad), None)))
+        pieces.append(past)
+        pad -= past.shape[1]
+    if pad > 0:
+        pieces.insert(0, zeros(B, pad, D, dtype=x.dtype, device=x.device))
+    padded = cat(pieces + [x], dim=1)                     # (B, R - 1 + L, D)
+    start = radial - 1
+    shifted = [index(padded, (slice(None), slice(start - k, start - k + L)))
+               for k in range(radial)]
+    return cat(shifted, dim=-1)
