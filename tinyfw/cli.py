@@ -1,0 +1,310 @@
+"""The command line: ``python -m tinyfw {train,sample,bench} ...`` (also the ``tinyfw`` script).
+
+    tinyfw train                                  # char-level model on the built-in corpus
+    tinyfw train --data input.txt --steps 2000 --out run1 --plot
+    tinyfw train --out run1 --resume --steps 3000 # continue (and lengthen) an earlier run
+    tinyfw sample --ckpt run1/ckpt.npz --prompt "ROMEO:" --max-new-tokens 300 --top-k 40
+    tinyfw bench ...                              # the benchmark suite, when installed
+
+Settings come from three places, later ones winning: the defaults (or, with ``--resume``, the
+checkpoint's settings), a ``--config FILE.json`` and the flags given on the command line.
+"""
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import sys
+
+# Command-line flag -> (place, key): 'train' for TrainConfig fields, 'model' for ModelConfig ones.
+_TRAIN_FLAGS = ("data", "tokenizer", "vocab_size", "steps", "batch_size", "lr", "min_lr", "warmup",
+                "weight_decay", "grad_clip", "eval_every", "eval_iters", "log_every", "seed",
+                "out", "device", "sample_tokens", "temperature", "plot")
+_MODEL_FLAGS = {"n_layers": "n_layers", "n_heads": "n_heads", "d_model": "d_model",
+                "context": "context_length", "dropout": "dropout", "norm": "norm",
+                "prenorm": "prenorm", "mixer": "mixer", "tie_weights": "tie_weights",
+                "mlp_ratio": "mlp_ratio"}
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def build_parser():
+    from .train import DEFAULT_MODEL, TrainConfig
+    d = TrainConfig()
+    m = DEFAULT_MODEL
+    S = argparse.SUPPRESS  # flags not given stay absent, so they do not override anything
+
+    parser = argparse.ArgumentParser(
+        prog="tinyfw", description="tinyfw: train and sample small language models, run the "
+        "benchmarks.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"tinyfw {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench}")
+
+    # ------------------------------------------------------------------------------ train
+    t = sub.add_parser(
+        "train", help="train a language model on a text file or the built-in corpus",
+        description="Train a causal language model with AdamW and a warm-up + cosine schedule. "
+        "Writes OUT/ckpt.npz (latest), OUT/best.npz (best validation loss), OUT/config.json, "
+        "OUT/tokenizer.json and the encoded corpus OUT/tokens.npy. Flags override --config; "
+        "with --resume the checkpoint's settings are the starting point. The first Ctrl-C "
+        "stops after the current step and writes a checkpoint.",
+        argument_default=S)
+    g = t.add_argument_group("data")
+    g.add_argument("--data", metavar="PATH",
+                   help="UTF-8 text file to train on (default: the built-in corpus, Python's "
+                   "own documentation texts)")
+    g.add_argument("--tokenizer", choices=("char", "word", "bpe"),
+                   help=f"tokenizer kind (default {d.tokenizer})")
+    g.add_argument("--vocab-size", type=_positive_int,
+                   help=f"vocabulary size of the bpe tokenizer (default {d.vocab_size})")
+    g = t.add_argument_group("model")
+    g.add_argument("--config", metavar="FILE.json",
+                   help="JSON object of settings: any TrainConfig field (steps, lr, ...) and "
+                   "model fields either flat (n_layers, d_model, context_length, ...) or under "
+                   "\"model\"")
+    g.add_argument("--n-layers", type=_positive_int, help=f"blocks (default {m['n_layers']})")
+    g.add_argument("--n-heads", type=_positive_int, help=f"heads (default {m['n_heads']})")
+    g.add_argument("--d-model", type=_positive_int, help=f"width (default {m['d_model']})")
+    g.add_argument("--context", type=_positive_int,
+                   help=f"context length in tokens (default {m['context_length']})")
+    g.add_argument("--mlp-ratio", type=_positive_int,
+                   help=f"MLP width / model width (default {m['mlp_ratio']})")
+    g.add_argument("--dropout", type=float, help=f"dropout probability (default {m['dropout']})")
+    g.add_argument("--norm", choices=("layer", "rms"), help=f"LayerNorm or RMSNorm (default "
+                   f"{m['norm']})")
+    g.add_argument("--prenorm", dest="prenorm", action="store_true",
+                   help="normalise the input of each branch (default)")
+    g.add_argument("--postnorm", dest="prenorm", action="store_false",
+                   help="normalise after each residual addition (the original Transformer)")
+    g.add_argument("--mixer", choices=("softmax", "linear", "delta", "safu"),
+                   help=f"token mixer of each block (default {m['mixer']})")
+    g.add_argument("--tie-weights", action="store_true",
+                   help="share the token embedding with the output layer")
+    g = t.add_argument_group("optimisation")
+    g.add_argument("--steps", type=_positive_int, help=f"training steps (default {d.steps})")
+    g.add_argument("--batch-size", type=_positive_int,
+                   help=f"sequences per step (default {d.batch_size})")
+    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
+    g.add_argument("--min-lr", type=float,
+                   help=f"learning rate at the end of the cosine (default {d.min_lr})")
+    g.add_argument("--warmup", type=_non_negative_int,
+                   help="linear warm-up steps (default: min(100, steps / 10))")
+    g.add_argument("--weight-decay", type=float,
+                   help=f"AdamW decoupled weight decay of the matrices (default {d.weight_decay})")
+    g.add_argument("--grad-clip", type=float,
+                   help=f"clip the global gradient norm to this (0: off; default {d.grad_clip})")
+    g.add_argument("--seed", type=_non_negative_int, help=f"random seed (default {d.seed})")
+    g.add_argument("--device", help=f"cpu or cuda (default {d.device})")
+    g = t.add_argument_group("evaluation and output")
+    g.add_argument("--eval-every", type=_positive_int,
+                   help=f"evaluate and checkpoint every n steps (default {d.eval_every})")
+    g.add_argument("--eval-iters", type=_positive_int,
+                   help=f"batches per loss estimate (default {d.eval_iters})")
+    g.add_argument("--log-every", type=_non_negative_int,
+                   help="progress line every n steps when not on a terminal (default: ~20 "
+                   "lines per run)")
+    g.add_argument("--out", metavar="DIR", help=f"output directory (default {d.out})")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from DIR/ckpt.npz exactly where it stopped")
+    g.add_argument("--stop-after", type=_non_negative_int,
+                   help="stop after this many steps (the schedule still spans --steps); resume "
+                   "later with --resume")
+    g.add_argument("--sample-tokens", type=_non_negative_int,
+                   help=f"length of the sample printed at the end (default {d.sample_tokens})")
+    g.add_argument("--temperature", type=float,
+                   help=f"sampling temperature of that sample (default {d.temperature})")
+    g.add_argument("--plot", action="store_true", help="write DIR/loss.png (needs matplotlib)")
+    g.add_argument("--quiet", action="store_true", help="print only errors")
+    t.set_defaults(func=_cmd_train)
+
+    # ----------------------------------------------------------------------------- sample
+    s = sub.add_parser(
+        "sample", help="generate text from a checkpoint",
+        description="Generate text from a training checkpoint. A prompt longer than the model's "
+        "context is cropped from the left (the model sees its last context_length tokens).")
+    s.add_argument("--ckpt", default=os.path.join("out", "ckpt.npz"),
+                   help="checkpoint file (default out/ckpt.npz)")
+    s.add_argument("--prompt", default="", help="text to continue (default: start of a line)")
+    s.add_argument("--max-new-tokens", type=_non_negative_int, default=500,
+                   help="tokens to generate (default 500)")
+    s.add_argument("--temperature", type=float, default=0.8,
+                   help="softmax temperature; 0 = always the most likely token (default 0.8)")
+    s.add_argument("--top-k", type=_positive_int, default=None,
+                   help="sample only among the k most likely tokens (default: all)")
+    s.add_argument("--seed", type=_non_negative_int, default=None,
+                   help="random seed (the same seed gives the same text)")
+    s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    s.set_defaults(func=_cmd_sample)
+
+    # ------------------------------------------------------------------------------ bench
+    b = sub.add_parser("bench", help="run the benchmark suite (arguments are passed on)",
+                       add_help=False)
+    b.add_argument("args", nargs=argparse.REMAINDER)
+    b.set_defaults(func=_cmd_bench)
+    return parser
+
+
+# ------------------------------------------------------------------------------------ train
+def _read_config_file(path):
+    """The settings in a JSON config file as ``(train_overrides, model_overrides)``."""
+    from .nn.models import ModelConfig
+    from .train import TrainConfig
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise _UsageError(f"--config: no such file: {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _UsageError(f"--config: {path} is not a valid JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise _UsageError(f"--config: {path} must hold a JSON object, not "
+                          f"{type(data).__name__}")
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
+    model_keys = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
+    model = dict(data.pop("model", None) or {})
+    train = {}
+    for key, value in data.items():
+        key = key.replace("-", "_")
+        if key in train_keys:
+            train[key] = value
+        elif key in model_keys or key in _MODEL_FLAGS:
+            model[_MODEL_FLAGS.get(key, key)] = value
+        elif key == "vocab_size":  # written by a checkpoint's model config: not a setting
+            continue
+        else:
+            raise _UsageError(f"--config: {path} has an unknown setting {key!r} (training: "
+                              f"{sorted(train_keys)}; model: {sorted(model_keys)})")
+    bad_model = sorted(set(model) - model_keys)
+    if bad_model:
+        raise _UsageError(f"--config: {path} has unknown model settings {bad_model}")
+    return train, model
+
+
+def train_overrides(args):
+    """The settings a parsed ``train`` command asks for: ``{..., 'model': {...}}`` holding only
+    what the config file or the flags set."""
+    train, model = ({}, {}) if "config" not in args else _read_config_file(args.config)
+    given = vars(args)
+    for key in _TRAIN_FLAGS:
+        if key in given:
+            train[key] = given[key]
+    for flag, key in _MODEL_FLAGS.items():
+        if flag in given:
+            model[key] = given[flag]
+    train["model"] = model
+    return train
+
+
+def _cmd_train(args):
+    from .train import TrainConfig, resolve_resume_config, train
+    overrides = train_overrides(args)
+    out = overrides.get("out", TrainConfig.out)
+    if getattr(args, "resume", False):
+        ckpt_path = os.path.join(out, "ckpt.npz")
+        if not os.path.exists(ckpt_path):
+            raise _UsageError(f"--resume: there is no checkpoint at {ckpt_path} (give the "
+                              "run's directory with --out)")
+        cfg = resolve_resume_config(ckpt_path, overrides)
+    else:
+        cfg = TrainConfig.from_dict(overrides)
+    result = train(cfg, resume=getattr(args, "resume", False),
+                   stop_after=getattr(args, "stop_after", None),
+                   quiet=getattr(args, "quiet", False))
+    if not getattr(args, "quiet", False) and result["val_loss"] is not None:
+        print(f"done: step {result['step']}, val loss {result['val_loss']:.4f} (best "
+              f"{result['best_val_loss']:.4f}), {result['elapsed']:.1f} s; checkpoint "
+              f"{result['checkpoint']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------- sample
+def _cmd_sample(args):
+    from .sample import encode_prompt, generate_ids, load_model
+    if not os.path.exists(args.ckpt):
+        raise _UsageError(f"--ckpt: no such file: {args.ckpt}")
+    model, tokenizer = load_model(args.ckpt, args.device)
+    ids = encode_prompt(tokenizer, args.prompt)
+    ctx = model.config.context_length
+    if len(ids) > ctx and model.config.positional != "none":
+        print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {ctx}",
+              file=sys.stderr)
+    out = generate_ids(model, ids, args.max_new_tokens, args.temperature, args.top_k,
+                       args.seed, args.device)
+    if args.prompt == "":
+        out = out[len(ids):]
+    text = tokenizer.decode(out)
+    sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
+    sys.stdout.flush()
+    return 0
+
+
+# ------------------------------------------------------------------------------------ bench
+def _cmd_bench(args):
+    """Run ``tinyfw.bench`` or the repository's ``bench/run.py`` (whichever exists), lazily:
+    the benchmarks import PyTorch and more, which ``train`` and ``sample`` never need."""
+    for name in ("tinyfw.bench", "bench.run"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            parts = name.split(".")
+            if e.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
+                continue  # this location does not exist; try the next
+            raise
+        if not hasattr(module, "main"):
+            continue
+        code = module.main(list(args.args))
+        return 0 if code is None else int(code)
+    print("tinyfw bench: the benchmark suite is not available: neither the module "
+          "tinyfw.bench nor bench/run.py (run from the repository root) was found",
+          file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------------------------- main
+def main(argv=None):
+    """Entry point; returns the exit status (0 ok, 1 error, 2 usage error, 130 interrupted)."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except _UsageError as e:
+        print(f"tinyfw {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ntinyfw {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, FloatingPointError) as e:
+        if os.environ.get("TINYFW_DEBUG"):
+            raise
+        print(f"tinyfw {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["main", "build_parser", "train_overrides"]

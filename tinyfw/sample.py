@@ -1,0 +1,84 @@
+"""Text generation from a trained language model.
+
+    from tinyfw.sample import load_model, generate_text
+    model, tokenizer = load_model("out/ckpt.npz")
+    print(generate_text(model, tokenizer, "ROMEO:", max_new_tokens=200, temperature=0.8,
+                        top_k=40, seed=1))
+
+Prompts longer than the model's context are cropped from the left: the model only ever sees the
+last ``context_length`` tokens (the whole prompt is still part of the returned text). An empty
+prompt starts from a newline token when the tokenizer has one (else from token 0).
+"""
+import numpy as np
+
+from . import random as _random
+from .tensor import tensor
+
+
+def load_model(path, device="cpu"):
+    """``(model, tokenizer)`` from a training checkpoint, the model in eval mode."""
+    from .train import load_checkpoint, model_from_checkpoint
+    ckpt = load_checkpoint(path)
+    try:
+        model, tokenizer = model_from_checkpoint(ckpt, device)
+    except ValueError as e:
+        raise ValueError(f"sample: cannot rebuild the model from {path}: {e}") from None
+    model.eval()
+    return model, tokenizer
+
+
+def start_ids(tokenizer):
+    """The ids an empty prompt starts from: a newline if the tokenizer can encode one."""
+    try:
+        ids = tokenizer.encode("\n")
+    except ValueError:
+        ids = []
+    return list(ids) if ids else [0]
+
+
+def encode_prompt(tokenizer, prompt):
+    """The prompt's ids; characters the tokenizer cannot encode raise a ValueError naming them."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"sample: the prompt must be a str, got {type(prompt).__name__}")
+    if prompt == "":
+        return start_ids(tokenizer)
+    try:
+        ids = tokenizer.encode(prompt)
+    except ValueError as e:
+        raise ValueError(f"sample: the prompt cannot be encoded by the checkpoint's "
+                         f"{tokenizer.kind} tokenizer: {e}") from None
+    return list(ids) if ids else start_ids(tokenizer)
+
+
+def generate_ids(model, ids, max_new_tokens, temperature=1.0, top_k=None, seed=None,
+                 device="cpu"):
+    """Extend ``ids`` (a list of ints) by ``max_new_tokens`` sampled ids; returns the whole list.
+
+    ``seed`` re-seeds the global generator first, so the same seed gives the same text.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"sample: max_new_tokens must be a non-negative int, got "
+                         f"{max_new_tokens!r}")
+    if temperature < 0:
+        raise ValueError(f"sample: temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"sample: top_k must be >= 1, got {top_k}")
+    if seed is not None:
+        _random.manual_seed(seed)
+    x = tensor(np.asarray([ids], dtype=np.int64), device=device)
+    # generate() crops the input to the last context_length tokens before each step.
+    out = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k)
+    return [int(i) for i in out.numpy()[0]]
+
+
+def generate_text(model, tokenizer, prompt="", max_new_tokens=200, temperature=1.0, top_k=None,
+                  seed=None, device="cpu"):
+    """The prompt followed by ``max_new_tokens`` sampled tokens, decoded to text."""
+    ids = encode_prompt(tokenizer, prompt)
+    out = generate_ids(model, ids, max_new_tokens, temperature, top_k, seed, device)
+    if prompt == "":
+        out = out[len(ids):]  # the newline we started from is not part of the user's text
+    return tokenizer.decode(out)
+
+
+__all__ = ["load_model", "start_ids", "encode_prompt", "generate_ids", "generate_text"]
