@@ -160,10 +160,10 @@ def build_parser():
     s.set_defaults(func=_cmd_sample)
 
     # ------------------------------------------------------------------------------ bench
-    b = sub.add_parser("bench", help="run the benchmark suite (arguments are passed on)",
-                       add_help=False)
-    b.add_argument("args", nargs=argparse.REMAINDER)
-    b.set_defaults(func=_cmd_bench)
+    # Everything after `bench` goes to the suite untouched (main() dispatches it before parsing);
+    # the subparser is here so that --help lists the command.
+    sub.add_parser("bench", help="run the benchmark suite (arguments are passed on to it)",
+                   add_help=False)
     return parser
 
 
@@ -262,7 +262,7 @@ def _cmd_sample(args):
 
 
 # ------------------------------------------------------------------------------------ bench
-def _cmd_bench(args):
+def run_bench(argv):
     """Run ``tinyfw.bench`` or the repository's ``bench/run.py`` (whichever exists), lazily:
     the benchmarks import PyTorch and more, which ``train`` and ``sample`` never need."""
     for name in ("tinyfw.bench", "bench.run"):
@@ -275,7 +275,7 @@ def _cmd_bench(args):
             raise
         if not hasattr(module, "main"):
             continue
-        code = module.main(list(args.args))
+        code = module.main(list(argv))
         return 0 if code is None else int(code)
     print("tinyfw bench: the benchmark suite is not available: neither the module "
           "tinyfw.bench nor bench/run.py (run from the repository root) was found",
@@ -288,6 +288,8 @@ def main(argv=None):
     """Entry point; returns the exit status (0 ok, 1 error, 2 usage error, 130 interrupted)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        return run_bench(argv[1:])
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
