@@ -163,10 +163,10 @@ def _cross_entropy_backward_kernel(dloss, logits, target, lse, ignore_index, dlo
         else:
             g = dloss[r]
             for c in range(logits.shape[1]):
-                p = math.exp(logits[r, c] - lse[r])  # softmax, recomputed from the saved lse
-                if c == t:
-                    p -= 1.0
-                dlogits[r, c] = g * p
+                # softmax, recomputed from the saved lse
+                dlogits[r, c] = g * math.exp(logits[r, c] - lse[r])
+            # minus the one-hot target (kept out of the loop above so it has no branch)
+            dlogits[r, t] = g * (math.exp(logits[r, t] - lse[r]) - 1.0)
 
 
 def cross_entropy_forward(logits, target, ignore_index):
