@@ -1,0 +1,382 @@
+"""Explicit (closed-form) training of SAFU layers, then optional fine-tuning with Adam.
+
+The procedure (spec step 6, ``design/WARM_START_AND_SAFU.md``; **tinyfw design** where the
+papers were not available):
+
+1. **Uniform attention.** ``W_A = 0``: every position of the block gets the same weight. Compute
+   the features ``z = [h; r; d]`` of every training position and solve the output layer with the
+   explicit softmax solution ``W_O = log(F / rowsum F) / K``, ``F = Z^T Y`` (``explicit.py``).
+2. **Attention by the differential criterion.** Attention has no observed targets. For each
+   position t, ``g_t = dL/dh_t`` (the loss gradient at the block-context part of z, through the
+   current output layer); up-weighting block position j moves ``h_t`` towards ``x_j`` and changes
+   the loss by about ``(x_j - h_t) . g_t``, so ``j* = argmin_j x_j . g_t`` is the position whose
+   up-weighting lowers the loss most. Treating ``x_{j*}`` as the (soft) target of input ``x_t``
+   makes attention a softmax layer too, and ``W_A`` is its explicit solution from
+   ``F = sum_t x_t x_{j*(t)}^T``. Positions whose window holds only themselves make no choice
+   and are left out.
+3. **Re-solve** the output layer with the new attention. Steps 2-3 are one round; ``rounds``
+   (1 or 2) of them follow step 1.
+4. **Hidden layer** (``hidden=H``; tinyfw's reading of "a hidden layer gets targets the same
+   way"): the first hidden targets put the target token of rank ``r`` (by frequency) into unit
+   ``r mod H``, so the ``H`` most frequent tokens get units of their own; ``W_1`` is solved from
+   ``(z, hidden target)``, ``W_2`` from ``(u = softmax(z W_1), token target)``. Each round then
+   re-targets every position to the unit ``argmin_k dL/du_k`` (the differential criterion again)
+   and re-solves ``W_1`` and ``W_2``.
+
+``keep_best`` (default) keeps the stage with the lowest training loss, since a closed-form step
+is not guaranteed to lower the loss; the report lists every stage's loss and the one kept.
+
+A stacked :class:`~tinyfw.nn.safu.SAFULanguageModel` is solved layer by layer, each layer on the
+inputs produced by the already-solved layers below it. Inputs must be non-negative (cipher or
+co-occurrence vectors); negative inputs raise ``ValueError``.
+
+``fine_tune`` is a small Adam loop for models called as ``logits, loss = model(ids, targets)``.
+"""
+import math
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..nn import init
+from ..nn.safu import SAFU, SAFULanguageModel
+from ..optim import Adam
+from ..tensor import Tensor, tensor
+from .explicit import explicit_softmax_weights
+
+__all__ = ["explicit_train", "explicit_train_safu", "stream_windows", "fine_tune",
+           "evaluate_loss", "hidden_targets_by_rank"]
+
+_NAME = "explicit_train"
+
+
+# ------------------------------------------------------------------------------------ data
+def stream_windows(token_ids, length, stride=None):
+    """Cut a 1-D token stream into windows: ``inputs (N, length)``, ``targets (N, length)``
+    with ``targets[n, t] = stream[start_n + t + 1]``. ``stride`` defaults to ``length``
+    (non-overlapping); the tail that does not fill a window is dropped."""
+    ids = np.asarray(token_ids)
+    if ids.ndim != 1:
+        raise ValueError(f"stream_windows: token_ids must be 1-D, got shape {ids.shape}")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"stream_windows: token_ids must be integers, got {ids.dtype}")
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+        raise ValueError(f"stream_windows: length must be an int >= 1, got {length!r}")
+    stride = length if stride is None else int(stride)
+    if stride < 1:
+        raise ValueError(f"stream_windows: stride must be >= 1, got {stride}")
+    if len(ids) < length + 1:
+        raise ValueError(f"stream_windows: a stream of {len(ids)} tokens is too short for one "
+                         f"window of {length} inputs plus its target (need {length + 1})")
+    starts = np.arange(0, len(ids) - length, stride)
+    grid = starts[:, None] + np.arange(length)[None, :]
+    return ids[grid].astype(np.int64), ids[grid + 1].astype(np.int64)
+
+
+def _as_array(a):
+    return a.numpy() if isinstance(a, Tensor) else np.asarray(a)
+
+
+def _check_targets(targets, shape, n_out, where):
+    T = _as_array(targets)
+    if T.dtype.kind not in "iu":
+        raise TypeError(f"{where}: targets must be integers, got {T.dtype}")
+    if T.shape != shape:
+        raise ValueError(f"{where}: targets of shape {T.shape} do not match inputs {shape}")
+    if T.size and (T.min() < 0 or T.max() >= n_out):
+        raise ValueError(f"{where}: targets must lie in [0, {n_out}), got range "
+                         f"[{T.min()}, {T.max()}]")
+    return T.astype(np.int64)
+
+
+def _check_vectors(X, d_in, where):
+    X = _as_array(X)
+    if X.dtype.kind != "f":
+        raise TypeError(f"{where}: input vectors must be floating point, got {X.dtype}")
+    if X.ndim != 3 or X.shape[-1] != d_in or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{where}: inputs must be non-empty (N, L, {d_in}), got {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{where}: inputs have non-finite entries")
+    low = float(X.min())
+    if low < 0:
+        raise ValueError(f"{where}: the explicit solution needs non-negative inputs (cipher or "
+                         f"co-occurrence vectors), got minimum value {low}")
+    return X
+
+
+# ------------------------------------------------------------------------------ softmax math
+def _softmax(s):
+    s = s - s.max(axis=-1, keepdims=True)
+    e = np.exp(s)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def hidden_targets_by_rank(targets, hidden, n_out):
+    """Initial hidden targets: the token of frequency rank r goes to unit ``r mod hidden``."""
+    counts = np.bincount(targets.ravel(), minlength=n_out)
+    rank = np.empty(n_out, dtype=np.int64)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(n_out)
+    return rank[targets] % hidden
+
+
+class _Solver:
+    """Closed-form solutions for one SAFU layer on fixed inputs X (N, L, d) and targets T."""
+
+    def __init__(self, layer, X, T, eps, chunk):
+        self.layer, self.X, self.T, self.eps, self.chunk = layer, X, T, eps, chunk
+        self.flat_T = T.reshape(-1)
+        self.dtype = next(layer.parameters()).dtype
+
+    # parameters as float64 NumPy arrays, and back
+    def get(self, name):
+        return getattr(self.layer, name).numpy().astype(np.float64)
+
+    def set(self, name, value):
+        init.copy_(getattr(self.layer, name), value)
+
+    def snapshot(self):
+        return {n: p.numpy().copy() for n, p in self.layer.named_parameters()}
+
+    def restore(self, snap):
+        for n, p in self.layer.named_parameters():
+            init.copy_(p, snap[n])
+
+    @no_grad()
+    def features(self):
+        """Z (N * L, d_z) in float64, computed by the layer itself (chunks of sequences)."""
+        out = []
+        for start in range(0, self.X.shape[0], self.chunk):
+            x = tensor(self.X[start:start + self.chunk], dtype=self.dtype)
+            out.append(self.layer.features(x).numpy().astype(np.float64))
+        z = np.concatenate(out, axis=0)
+        return z.reshape(-1, z.shape[-1])
+
+    def predict(self, Z):
+        """Per row block: (probabilities, hidden activations or None) generator."""
+        hid = self.layer.hidden
+        w = (self.get("w_1"), self.get("w_2")) if hid else (self.get("w_o"),)
+        rows = max(1, (1 << 22) // max(1, self.layer.vocab_size))
+        for start in range(0, Z.shape[0], rows):
+            z = Z[start:start + rows]
+            if hid:
+                u = _softmax(z @ w[0])
+                yield slice(start, start + len(z)), _softmax(u @ w[1]), u, w
+            else:
+                yield slice(start, start + len(z)), _softmax(z @ w[0]), None, w
+
+    def loss(self, Z):
+        total = 0.0
+        for rows, p, _, _ in self.predict(Z):
+            t = self.flat_T[rows]
+            total -= np.log(np.maximum(p[np.arange(len(t)), t], 1e-300)).sum()
+        return total / Z.shape[0]
+
+    def solve_output(self, Z, hidden_targets=None):
+        V = self.layer.vocab_size
+        if self.layer.hidden is None:
+            self.set("w_o", explicit_softmax_weights(Z, self.flat_T, n_out=V, eps=self.eps))
+            return None
+        H = self.layer.hidden
+        if hidden_targets is None:
+            hidden_targets = hidden_targets_by_rank(self.flat_T, H, V)
+        w1 = explicit_softmax_weights(Z, hidden_targets, n_out=H, eps=self.eps)
+        self.set("w_1", w1)
+        U = np.concatenate([_softmax(Z[s:s + 65536] @ w1) for s in range(0, len(Z), 65536)])
+        self.set("w_2", explicit_softmax_weights(U, self.flat_T, n_out=V, eps=self.eps))
+        return hidden_targets
+
+    def gradients(self, Z):
+        """dL/dz (M, d_z) and, with a hidden layer, the re-targeted hidden units (M,)."""
+        G = np.empty_like(Z)
+        new_hidden = np.empty(Z.shape[0], dtype=np.int64) if self.layer.hidden else None
+        for rows, p, u, w in self.predict(Z):
+            t = self.flat_T[rows]
+            dlogits = p
+            dlogits[np.arange(len(t)), t] -= 1.0            # softmax + cross-entropy: p - y
+            if u is None:
+                G[rows] = dlogits @ w[0].T
+            else:
+                gu = dlogits @ w[1].T                        # dL/du
+                new_hidden[rows] = np.argmin(gu, axis=1)     # differential criterion
+                ds = u * (gu - (u * gu).sum(axis=1, keepdims=True))
+                G[rows] = ds @ w[0].T
+        return G, new_hidden
+
+    def solve_attention(self, G):
+        """W_A from the differential criterion (module docstring, step 2)."""
+        layer, X = self.layer, self.X
+        N, L, d = X.shape
+        block = layer.block
+        g = G[:, layer.segments()["block"]].reshape(N, L, d)
+        best = np.full((N, L), np.inf)
+        choice = np.zeros((N, L), dtype=np.int64)
+        for k in range(min(block, L)):
+            # x_{t-k} . g_t for every t >= k
+            c = np.einsum("nld,nld->nl", X[:, :L - k], g[:, k:])
+            better = c < best[:, k:]
+            best[:, k:] = np.where(better, c, best[:, k:])
+            choice[:, k:] = np.where(better, k, choice[:, k:])
+        t = np.arange(L)
+        decides = np.broadcast_to(t >= 1, (N, L)) if block > 1 else np.zeros((N, L), bool)
+        n_idx, t_idx = np.nonzero(decides)
+        if len(n_idx) == 0:
+            return False
+        inputs = X[n_idx, t_idx]
+        chosen = X[n_idx, t_idx - choice[n_idx, t_idx]]
+        keep = (inputs.sum(axis=1) > 0) & (chosen.sum(axis=1) > 0)   # unknown tokens: no info
+        if not keep.any():
+            return False
+        self.set("w_a", explicit_softmax_weights(inputs[keep], chosen[keep], n_out=d,
+                                                 eps=self.eps))
+        return True
+
+
+def explicit_train_safu(layer, inputs, targets, rounds=2, eps=1e-3, keep_best=True,
+                        chunk=256):
+    """Solve one :class:`~tinyfw.nn.safu.SAFU` layer in closed form (module docstring).
+
+    inputs: non-negative vectors (N, L, d_in) (array or Tensor); targets: ints (N, L) in
+    ``[0, vocab_size)``. Changes the layer's parameters in place and returns a report:
+    ``{'stages': [(name, training loss), ...], 'kept': name, 'loss': kept loss}``; the losses
+    are mean cross-entropies in nats over all N * L positions.
+    """
+    where = "explicit_train_safu"
+    if not isinstance(layer, SAFU):
+        raise TypeError(f"{where}: expected an nn.SAFU layer, got {type(layer).__name__}")
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
+        raise ValueError(f"{where}: rounds must be an int >= 0, got {rounds!r}")
+    X = _check_vectors(inputs, layer.d_in, where).astype(np.float64)
+    T = _check_targets(targets, X.shape[:2], layer.vocab_size, where)
+    solver = _Solver(layer, X, T, eps, chunk)
+
+    stages = []
+    best = (math.inf, None, None)
+
+    def record(name, Z):
+        nonlocal best
+        value = solver.loss(Z)
+        stages.append((name, value))
+        if value < best[0]:
+            best = (value, name, solver.snapshot())
+
+    if layer.block:
+        solver.set("w_a", np.zeros((layer.d_in, layer.d_in)))    # uniform attention
+    Z = solver.features()
+    hidden_targets = solver.solve_output(Z)
+    record("uniform attention", Z)
+    for r in range(1, rounds + 1):
+        G, new_hidden = solver.gradients(Z)
+        changed = layer.block > 1 and solver.solve_attention(G)
+        if changed:
+            Z = solver.features()
+        if new_hidden is not None:
+            hidden_targets = new_hidden
+        if changed or new_hidden is not None:
+            solver.solve_output(Z, hidden_targets)
+            record(f"round {r}", Z)
+    kept = stages[-1][0]
+    if keep_best and best[1] != stages[-1][0]:
+        solver.restore(best[2])
+        kept = best[1]
+    return {"stages": stages, "kept": kept, "loss": dict(stages)[kept]}
+
+
+def explicit_train(model, inputs, targets=None, rounds=2, eps=1e-3, keep_best=True, chunk=256):
+    """Closed-form training of an ``nn.SAFU`` or a ``SAFULanguageModel``.
+
+    * ``SAFU``: ``inputs`` non-negative vectors (N, L, d_in), ``targets`` (N, L).
+    * ``SAFULanguageModel``: ``inputs`` token ids (N, L) and ``targets`` (N, L), or a 1-D token
+      stream (``targets=None``; it is cut with :func:`stream_windows` into windows of 64). The
+      layers are solved bottom-up; the embedding (the token vectors) must be non-negative.
+
+    Returns the report of :func:`explicit_train_safu` (for a stack: ``{'layers': [report per
+    layer], 'loss': last layer's loss}``).
+    """
+    if isinstance(model, SAFU):
+        if targets is None:
+            raise ValueError(f"{_NAME}: an nn.SAFU needs explicit targets (N, L)")
+        return explicit_train_safu(model, inputs, targets, rounds, eps, keep_best, chunk)
+    if not isinstance(model, SAFULanguageModel):
+        raise TypeError(f"{_NAME}: expected nn.SAFU or SAFULanguageModel, got "
+                        f"{type(model).__name__}; for a LanguageModel use "
+                        "tinyfw.warmstart.init_language_model(model, ids, method='explicit')")
+    ids = _as_array(inputs)
+    if ids.size == 0:
+        raise ValueError(f"{_NAME}: no tokens to solve from (empty corpus)")
+    if targets is None:
+        ids, T = stream_windows(ids, 64) if ids.ndim == 1 else (ids[:, :-1], ids[:, 1:])
+    else:
+        T = _as_array(targets)
+    if ids.dtype.kind not in "iu" or ids.ndim != 2:
+        raise ValueError(f"{_NAME}: token ids must be an integer (N, L) array, got "
+                         f"{ids.dtype} {ids.shape}")
+    if ids.min() < 0 or ids.max() >= model.vocab_size:
+        raise ValueError(f"{_NAME}: token ids must lie in [0, {model.vocab_size}), got range "
+                         f"[{ids.min()}, {ids.max()}]")
+    E = model.emb.weight.numpy()
+    if E.min() < 0:
+        raise ValueError(f"{_NAME}: the model's token vectors have negative entries (min "
+                         f"{E.min()}); the explicit solution needs non-negative inputs such as "
+                         "bit-cipher or co-occurrence vectors")
+    reports = []
+    with no_grad():
+        for i, layer in enumerate(model.layers):
+            parts = [model.layer_inputs(tensor(ids[s:s + chunk]), i).numpy()
+                     for s in range(0, len(ids), chunk)]
+            reports.append(explicit_train_safu(layer, np.concatenate(parts), T, rounds, eps,
+                                               keep_best, chunk))
+    return {"layers": reports, "loss": reports[-1]["loss"]}
+
+
+# ------------------------------------------------------------------------------ fine-tuning
+@no_grad()
+def evaluate_loss(model, inputs, targets, batch_size=64):
+    """Mean cross-entropy (nats) of ``model(ids, targets)`` over windows (N, L), in batches."""
+    inputs, targets = _as_array(inputs), _as_array(targets)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for s in range(0, len(inputs), batch_size):
+            x, y = inputs[s:s + batch_size], targets[s:s + batch_size]
+            _, loss = model(tensor(x), tensor(y))
+            total += loss.item() * y.size
+            count += y.size
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)
+
+
+def fine_tune(model, inputs, targets, steps, batch_size=16, lr=1e-3, eval_every=None,
+              eval_fn=None, seed=0, parameters=None):
+    """Adam on random batches of windows ``inputs``/``targets`` (N, L).
+
+    ``eval_fn(model) -> float`` is called before the first step and every ``eval_every`` steps
+    (and after the last); returns ``{'steps': [...], 'eval': [...], 'train_loss': [...]}``.
+    """
+    inputs, targets = _as_array(inputs), _as_array(targets)
+    if len(inputs) == 0:
+        raise ValueError("fine_tune: no training windows (empty corpus)")
+    params = [p for p in (parameters or model.parameters()) if p.requires_grad]
+    opt = Adam(params, lr=lr)
+    rng = np.random.default_rng(seed)
+    history = {"steps": [], "eval": [], "train_loss": []}
+
+    def evaluate(step):
+        if eval_fn is not None:
+            history["steps"].append(step)
+            history["eval"].append(float(eval_fn(model)))
+
+    evaluate(0)
+    model.train()
+    for step in range(1, steps + 1):
+        rows = rng.integers(0, len(inputs), size=min(batch_size, len(inputs)))
+        _, loss = model(tensor(inputs[rows]), tensor(targets[rows]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history["train_loss"].append(loss.item())
+        if eval_every and (step % eval_every == 0) and step != steps:
+            evaluate(step)
+    if steps:
+        evaluate(steps)
+    return history
