@@ -224,3 +224,21 @@ def test_progress_line_rewrites_itself_on_a_terminal():
         p.update(step, 1.0, 1e-3, 100.0, 1.0)
     assert "\r" not in plain.getvalue() and plain.getvalue().count("\n") == 2
     assert "tok/s" in plain.getvalue() and "ETA" in plain.getvalue()
+
+
+def test_loss_curve_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    from tinyfw.plots import plot_loss_curve
+    history = {"step": list(range(1, 101)), "loss": list(np.linspace(4, 2, 100)),
+               "eval_step": [50, 100], "eval_train_loss": [3.0, 2.0], "val_loss": [3.1, 2.1]}
+    path = plot_loss_curve(history, str(tmp_path / "loss.png"))
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plotting_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
+    import sys
+    from tinyfw.plots import plot_loss_curve
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        plot_loss_curve({"step": [1], "loss": [1.0]}, str(tmp_path / "loss.png"))
