@@ -1,0 +1,1 @@
+"""tinyfw benchmark suite (see README.md here and design/BENCH.md)."""

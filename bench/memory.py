@@ -1,0 +1,99 @@
+"""W9's child process: run one workload with one implementation, print its peak memory.
+
+    python bench/memory.py W1 tinyfw --threads 2
+    -> {"case": "W1", "impl": "tinyfw", "import_mb": ..., "peak_mb": ...}
+
+Each measurement needs a fresh process: ``ru_maxrss`` is a high-water mark that never goes down,
+and the tinyfw child must not have PyTorch loaded (nor the PyTorch child Numba). ``import_mb`` is
+the mark after the imports and the inputs, ``peak_mb`` after the work (a few repetitions, so the
+optimizer state and any caches are included).
+
+On Linux the mark is ``VmHWM`` of ``/proc/self/status``, the peak resident set of this process's
+own address space. ``getrusage(...).ru_maxrss`` would be the natural call, but Linux carries it
+over ``fork`` + ``exec`` from the parent: a child of the benchmark process (which has both tinyfw
+and PyTorch loaded) starts with the parent's peak and every case reads the same number.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def maxrss_mb():
+    """Peak resident set of this process so far, MB (see the module docstring)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024          # kB
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024             # ru_maxrss: bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2 ** 20
+
+
+def build(case, impl, quick):
+    """The callable that does one repetition of ``case`` with ``impl``. The torch child never
+    imports tinyfw (``bench.inputs`` is plain NumPy), the tinyfw child never imports torch."""
+    from bench.inputs import GPT, GPT_BATCH, fast_weight_inputs, gpt_ids
+    if case == "W1":
+        batch = 2 if quick else GPT_BATCH
+        ids = gpt_ids(GPT, batch)
+        if impl == "torch":
+            from bench import torch_peers as tp
+            return tp.gpt_step_case(dict(GPT), batch, ids)
+        from bench.workloads import tinyfw_gpt_step
+        return tinyfw_gpt_step(dict(GPT), ids)
+    rule, form = case.split("-")[1:]
+    a = fast_weight_inputs(256 if quick else 4096)
+    if impl == "torch":
+        from bench import torch_peers as tp
+        return tp.fast_weight_case(rule, form, a)
+    from bench.workloads import NotAvailable, kernel_fast_weight_step, op_fast_weight_step
+    try:
+        return op_fast_weight_step(rule, form, a)
+    except (NotAvailable, ImportError):
+        from tinyfw.backend import backend_for
+        return kernel_fast_weight_step(backend_for("cpu"), rule, form, a)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("case", choices=("W1", "W3-delta-recurrent", "W3-delta-chunked",
+                                    "W3-sum-recurrent", "W3-sum-chunked"))
+    p.add_argument("impl", choices=("tinyfw", "torch"))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    if args.impl == "torch":
+        import torch
+        torch.set_num_threads(args.threads)
+    else:
+        from bench.harness import set_threads
+        set_threads(args.threads)
+    try:
+        step = build(args.case, args.impl, args.quick)
+    except (ImportError, AttributeError) as e:
+        print(json.dumps({"case": args.case, "impl": args.impl, "missing": f"not available "
+                          f"yet: {getattr(e, 'name', None) or e}"}))
+        return 0
+    except Exception as e:
+        if type(e).__name__ == "NotAvailable":
+            print(json.dumps({"case": args.case, "impl": args.impl, "missing": str(e)}))
+            return 0
+        raise
+    import_mb = maxrss_mb()
+    for _ in range(args.repeats):
+        step()
+    print(json.dumps({"case": args.case, "impl": args.impl, "import_mb": import_mb,
+                      "peak_mb": maxrss_mb()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

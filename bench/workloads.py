@@ -1,0 +1,680 @@
+"""The standard workloads W1-W9 of ``design/BENCH.md``.
+
+Every workload is a function ``w(ctx)`` that measures its cases with ``ctx.compare`` and returns
+result rows. A case has up to three implementations, timed side by side:
+
+- ``tinyfw``: the engine as shipped (NumPy primitives + Numba kernels; the CUDA backend with
+  ``--device cuda``);
+- ``reference``: the same engine code with every fused kernel replaced by its NumPy reference
+  (``bench/backends.py``), which shows what the Numba kernels buy;
+- ``torch``: what a PyTorch user would write (``bench/torch_peers.py``), when torch imports.
+
+An implementation whose piece of tinyfw does not exist yet is reported as "not available yet"
+with the missing name, and the rest of the case still runs.
+"""
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import harness as H
+from .inputs import (GPT, GPT_BATCH, attention_inputs, fast_weight_inputs, gpt_ids,
+                     gpt_train_flops)
+from .backends import (cuda_usable, kernels_without_reference, on_reference, reference_backend,
+                       reference_functions, under_reference, use_backend)
+
+IMPLS = ("tinyfw", "reference", "torch")
+
+class NotAvailable(Exception):
+    """A piece of tinyfw (or of the peer) this implementation needs does not exist (yet)."""
+
+
+def _missing(e):
+    """NotAvailable for an ImportError/AttributeError raised while building an implementation."""
+    name = getattr(e, "name", None)
+    if isinstance(e, ModuleNotFoundError) and name:
+        return NotAvailable(f"not available yet: {name} is missing")
+    return NotAvailable(f"not available yet: {e}")
+
+
+# ------------------------------------------------------------------------------------- context
+class Context:
+    """Options of one run plus the measured yardsticks, handed to every workload."""
+
+    def __init__(self, quick=False, device="cpu", torch_peers=None, peak_gflops=None,
+                 repeats=7, budget_s=20.0, use_reference=True, threads=None, out=None):
+        self.quick = quick
+        self.device = device
+        self.tp = torch_peers            # the bench.torch_peers module, or None
+        self.torch_reason = None         # why there is no torch peer
+        self.peak_gflops = peak_gflops
+        self.bandwidth_gbs = None
+        self.repeats = min(repeats, 3) if quick else repeats
+        self.budget_s = 2.0 if quick else budget_s
+        self.min_repeats = 2 if quick else 3
+        self.use_reference = use_reference and device == "cpu"
+        self.threads = threads
+        self.rows = {}                   # workload id -> rows measured so far in this run
+        self.sync = None
+        if device == "cuda":
+            from numba import cuda
+            self.sync = cuda.synchronize
+
+    # ---------------------------------------------------------------------------- measuring
+    def compare(self, wid, case, builders, metrics=None, notes=()):
+        """Build and time the implementations of one case; return its result row.
+
+        ``builders``: impl name -> zero-argument function returning the timed callable (or
+        raising NotAvailable / ImportError). ``metrics(ms)`` (ms: impl -> median ms) adds derived
+        figures (tokens/s, GB/s, % of peak) to the row.
+        """
+        row = {"id": wid, "case": case, "unit": "ms", "value": {}, "detail": {}, "ratio": {},
+               "missing": {}, "metrics": {}, "notes": list(notes)}
+        impls, permanent = {}, set()
+        for name in IMPLS:
+            build = builders.get(name)
+            if build is None:
+                continue
+            if isinstance(build, str):           # a reason instead of a builder: no such peer
+                row["missing"][name] = build
+                permanent.add(name)
+                continue
+            try:
+                impls[name] = build()
+            except NotAvailable as e:
+                row["missing"][name] = str(e)
+            except (ImportError, AttributeError) as e:
+                row["missing"][name] = str(_missing(e))
+            except MemoryError:
+                row["missing"][name] = "out of memory while building the inputs"
+            except Exception as e:  # a bug in a piece being written: report it, go on
+                row["missing"][name] = f"error: {type(e).__name__}: {e}"
+        H.log(f"  {wid} {case}: timing {', '.join(impls) or 'nothing'}")
+        if impls:
+            try:
+                timings = H.measure(impls, repeats=self.repeats, budget_s=self.budget_s,
+                                    min_repeats=self.min_repeats, sync=self._sync_for(impls))
+                for name, t in timings.items():
+                    row["detail"][name] = t.as_dict()
+                    row["value"][name] = 1e3 * t.median
+            except Exception as e:
+                row["notes"].append(f"error while timing: {type(e).__name__}: {e}")
+                H.log(f"    error: {type(e).__name__}: {e}")
+        ms = row["value"]
+        if "tinyfw" in ms and "torch" in ms:
+            row["ratio"]["tinyfw/torch"] = ms["tinyfw"] / ms["torch"]
+        if "tinyfw" in ms and "reference" in ms:
+            row["ratio"]["tinyfw/reference"] = ms["tinyfw"] / ms["reference"]
+        if metrics is not None and ms:
+            row["metrics"] = metrics(ms)
+        row["status"] = ("ok" if "tinyfw" in ms and set(row["missing"]) <= permanent else
+                         "partial" if "tinyfw" in ms else
+                         row["missing"].get("tinyfw", "error"))
+        self.rows.setdefault(wid, []).append(row)
+        return row
+
+    def _sync_for(self, impls):
+        if self.device != "cuda":
+            return None
+        syncs = [self.sync]
+        if "torch" in impls and self.tp is not None:
+            syncs.append(self.tp.cuda_sync)
+        return lambda: [s() for s in syncs]
+
+    def torch_builder(self, make):
+        """The torch entry of ``builders``: ``make`` if torch is there, else the reason."""
+        if self.tp is None:
+            return self.torch_reason or "torch is not importable"
+        return make
+
+    def reference_builder(self, make):
+        """The reference entry: ``make`` (a builder), run under the reference backend."""
+        if not self.use_reference:
+            return "the NumPy reference runs on the CPU only" if self.device != "cpu" else None
+
+        def build():
+            step = under_reference(make)
+            return on_reference(step)
+        return build
+
+
+def row_note(row, text):
+    row["notes"].append(text)
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _fw():
+    import tinyfw
+    return tinyfw
+
+
+def _functional(name):
+    """``tinyfw.nn.functional.<name>`` or NotAvailable."""
+    import tinyfw.nn.functional as F
+    fn = getattr(F, name, None)
+    if fn is None:
+        raise NotAvailable(f"not available yet: tinyfw.nn.functional.{name} is missing")
+    return fn
+
+
+def _leaf(array, device="cpu"):
+    fw = _fw()
+    return fw.tensor(array, requires_grad=True, device=device)
+
+
+def _const(array, device="cpu"):
+    return _fw().tensor(array, device=device)
+
+
+def tinyfw_gpt_step(cfg, ids, mixer="softmax", device="cpu"):
+    """One AdamW step of tinyfw's LanguageModel (forward, cross-entropy, backward, update)."""
+    fw = _fw()
+    from tinyfw.nn.models import LanguageModel, ModelConfig
+    fw.manual_seed(0)
+    try:
+        model = LanguageModel(ModelConfig(**cfg, mixer=mixer))
+    except (ImportError, AttributeError) as e:
+        raise _missing(e) from None
+    if device != "cpu":
+        model = model.to(device)
+    opt = fw.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    x = _const(ids[:, :-1].copy(), device)
+    y = _const(ids[:, 1:].copy(), device)
+
+    def step():
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
+
+
+# ------------------------------------------------------------------------------------------ W1
+def w1(ctx):
+    """Character-level GPT training step (nanoGPT small CPU configuration)."""
+    cfg, batch = dict(GPT), GPT_BATCH
+    if ctx.quick:
+        batch = 2
+    ids = gpt_ids(cfg, batch)
+    flops = gpt_train_flops(cfg, batch)
+    tokens = batch * cfg["context_length"]
+
+    def metrics(ms):
+        out = {}
+        for name, t in ms.items():
+            out[f"{name}_tokens_per_s"] = tokens / (t / 1e3)
+            if ctx.peak_gflops:
+                out[f"{name}_pct_peak"] = 100 * flops / (t / 1e3) / (ctx.peak_gflops * 1e9)
+        out["gflop_per_step"] = flops / 1e9
+        return out
+
+    row = ctx.compare("W1", f"GPT train step (B={batch}, T={cfg['context_length']})", {
+        "tinyfw": lambda: tinyfw_gpt_step(cfg, ids, device=ctx.device),
+        "reference": ctx.reference_builder(lambda: tinyfw_gpt_step(cfg, ids)),
+        "torch": ctx.torch_builder(lambda: ctx.tp.gpt_step_case(cfg, batch, ids, ctx.device)),
+    }, metrics=metrics)
+    return [row]
+
+
+# ------------------------------------------------------------------------------------------ W2
+W2_MIXERS = ("softmax", "linear", "delta", "safu")
+
+
+def w2(ctx):
+    """The W1 model with each token mixer."""
+    cfg, batch = dict(GPT), (2 if ctx.quick else GPT_BATCH)
+    ids = gpt_ids(cfg, batch)
+    rows = []
+    for mixer in W2_MIXERS:
+        if mixer == "safu":
+            torch_build = "no PyTorch peer (SAFU is tinyfw's own layer)"
+        else:
+            torch_build = ctx.torch_builder(
+                lambda m=mixer: ctx.tp.gpt_step_case(cfg, batch, ids, ctx.device, mixer=m))
+        rows.append(ctx.compare("W2", f"GPT train step, mixer={mixer}", {
+            "tinyfw": lambda m=mixer: tinyfw_gpt_step(cfg, ids, m, ctx.device),
+            "reference": ctx.reference_builder(lambda m=mixer: tinyfw_gpt_step(cfg, ids, m)),
+            "torch": torch_build,
+        }))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ W3
+def kernel_fast_weight_step(functions, rule, form, a):
+    """Forward + backward of one rule through the backend functions in ``functions``
+    (a module or dict): what ``F.linear_attention`` / ``F.delta_rule`` run underneath."""
+    get = functions.get if isinstance(functions, dict) else (
+        lambda n: getattr(functions, n, None))
+    prefix = "linear_attention" if rule == "sum" else "delta_rule"
+    middle = "_chunked" if form == "chunked" else ""
+    fwd, bwd = get(f"{prefix}{middle}_forward"), get(f"{prefix}{middle}_backward")
+    if fwd is None or bwd is None:
+        raise NotAvailable(f"not available yet: {prefix}{middle}_forward/_backward missing "
+                           "from the backend")
+    q, k, v, beta, do = a["q"], a["k"], a["v"], a["beta"], a["do"]
+    if rule == "sum":
+        def step():
+            fwd(q, k, v)
+            bwd(do, None, q, k, v)
+    else:
+        def step():
+            _, _, r = fwd(q, k, v, beta)
+            bwd(do, None, q, k, v, beta, None, r)
+    return step
+
+
+def op_fast_weight_step(rule, form, a, device="cpu"):
+    """Forward + backward of ``F.linear_attention`` / ``F.delta_rule`` on Tensors."""
+    fn = _functional("linear_attention" if rule == "sum" else "delta_rule")
+    form_kw = _fast_weight_form_kwargs(fn, form)
+    q, k, v, beta = (_leaf(a[n], device) for n in ("q", "k", "v", "beta"))
+    do = _const(a["do"], device)
+    if rule == "sum":
+        def run():
+            return fn(q, k, v, normalize=False, **form_kw)
+    else:
+        def run():
+            return fn(q, k, v, beta, **form_kw)
+
+    def step():
+        for t in (q, k, v, beta):
+            t.grad = None
+        run().backward(do)
+    return step
+
+
+def _fast_weight_form_kwargs(fn, form):
+    """The keyword that makes the op use the recurrent or the chunked form (the op's own
+    choice of name), or NotAvailable when the op has no such switch."""
+    import inspect
+    params = inspect.signature(fn).parameters
+    for name, values in (("form", {"recurrent": "recurrent", "chunked": "chunked"}),
+                         ("mode", {"recurrent": "recurrent", "chunked": "chunked"}),
+                         ("chunk_size", {"recurrent": None, "chunked": 64})):
+        if name in params:
+            return {name: values[form]}
+    raise NotAvailable(f"not available yet: {fn.__name__} has no switch between the recurrent "
+                       "and chunked forms")
+
+
+def w3(ctx):
+    """Fast-weight rules alone, forward + backward, L in {256, 1024, 4096}."""
+    lengths = (64, 128, 256) if ctx.quick else (256, 1024, 4096)
+    refs = reference_functions()
+    rows = []
+    for rule in ("sum", "delta"):
+        for form in ("recurrent", "chunked"):
+            previous = None
+            for L in lengths:
+                a = fast_weight_inputs(L)
+
+                def tinyfw_build(rule=rule, form=form, a=a):
+                    if ctx.device == "cpu":
+                        try:
+                            return op_fast_weight_step(rule, form, a)
+                        except (NotAvailable, ImportError):
+                            pass
+                        from tinyfw.backend import backend_for
+                        return kernel_fast_weight_step(backend_for("cpu"), rule, form, a)
+                    return op_fast_weight_step(rule, form, a, ctx.device)
+
+                def reference_build(rule=rule, form=form, a=a):
+                    if ctx.device != "cpu":
+                        raise NotAvailable("the NumPy reference runs on the CPU only")
+                    try:
+                        step = under_reference(lambda: op_fast_weight_step(rule, form, a))
+                        return on_reference(step)
+                    except (NotAvailable, ImportError):
+                        return kernel_fast_weight_step(refs, rule, form, a)
+
+                row = ctx.compare("W3", f"{rule} rule, {form}, L={L}", {
+                    "tinyfw": tinyfw_build,
+                    "reference": reference_build if ctx.use_reference else None,
+                    "torch": ctx.torch_builder(
+                        lambda rule=rule, form=form, a=a:
+                        ctx.tp.fast_weight_case(rule, form, a, ctx.device)),
+                })
+                row["metrics"]["L"] = L
+                if previous is not None:
+                    for name in row["value"]:
+                        if name in previous["value"]:
+                            row["metrics"][f"{name}_growth"] = row["value"][name] / previous["value"][name]
+                    row["metrics"]["length_factor"] = L / previous["metrics"]["L"]
+                previous = row
+                rows.append(row)
+    # delta against sum at the longest length, per form (target: delta <= 3x sum)
+    for form in ("recurrent", "chunked"):
+        by = {r["case"]: r for r in rows}
+        s = by.get(f"sum rule, {form}, L={lengths[-1]}")
+        d = by.get(f"delta rule, {form}, L={lengths[-1]}")
+        if s and d:
+            for name in d["value"]:
+                if name in s["value"]:
+                    d["metrics"][f"{name}_delta_over_sum"] = d["value"][name] / s["value"][name]
+    _note_kernel_path(rows)
+    return rows
+
+
+def _note_kernel_path(rows):
+    try:
+        _functional("linear_attention")
+    except (NotAvailable, ImportError):
+        for r in rows:
+            if "tinyfw" in r["value"]:
+                row_note(r, "timed through the backend kernels (F.linear_attention / "
+                         "F.delta_rule not available yet)")
+
+
+# ------------------------------------------------------------------------------------------ W4
+def op_attention_step(a, device="cpu"):
+    sdpa = _functional("scaled_dot_product_attention")
+    q, k, v = (_leaf(a[n], device) for n in ("q", "k", "v"))
+    do = _const(a["do"], device)
+
+    def step():
+        for t in (q, k, v):
+            t.grad = None
+        sdpa(q, k, v, is_causal=True).backward(do)
+    return step
+
+
+def _available_memory():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def w4(ctx):
+    """Softmax attention forward + backward (causal), same shapes as W3."""
+    lengths = (64, 128, 256) if ctx.quick else (256, 1024, 4096)
+    rows, previous = [], None
+    for L in lengths:
+        a = attention_inputs(L)
+        reference = ctx.reference_builder(lambda a=a: op_attention_step(a))
+        # The reference materialises the (L, L) scores per head several times over.
+        need = 6 * 4 * 4 * L * L * 4
+        avail = _available_memory()
+        if ctx.use_reference and avail is not None and need > 0.4 * avail:
+            reference = (f"skipped: needs about {need / 2**30:.1f} GiB, "
+                         f"{avail / 2**30:.1f} GiB available")
+        row = ctx.compare("W4", f"softmax attention, causal, L={L}", {
+            "tinyfw": lambda a=a: op_attention_step(a, ctx.device),
+            "reference": reference,
+            "torch": ctx.torch_builder(lambda a=a: ctx.tp.attention_case(a, ctx.device)),
+        })
+        row["metrics"]["L"] = L
+        if previous is not None:
+            for name in row["value"]:
+                if name in previous["value"]:
+                    row["metrics"][f"{name}_growth"] = row["value"][name] / previous["value"][name]
+            row["metrics"]["length_factor"] = L / previous["metrics"]["L"]
+        previous = row
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ W5
+def op_norm_step(kind, x, dy, device="cpu"):
+    fw = _fw()
+    fn = _functional("layer_norm" if kind == "layer" else "rms_norm")
+    d = x.shape[-1]
+    xt = _leaf(x, device)
+    w = fw.ones(d, requires_grad=True, device=device)
+    b = fw.zeros(d, requires_grad=True, device=device)
+    dyt = _const(dy, device)
+
+    def step():
+        for t in (xt, w, b):
+            t.grad = None
+        y = fn(xt, (d,), w, b, eps=1e-5) if kind == "layer" else fn(xt, (d,), w, eps=1e-6)
+        y.backward(dyt)
+    return step
+
+
+def w5(ctx):
+    """LayerNorm and RMSNorm forward + backward, (8192, 768) float32."""
+    n, d = (512, 128) if ctx.quick else (8192, 768)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    dy = rng.standard_normal((n, d)).astype(np.float32)
+    # forward reads x, writes y; backward reads dy and x, writes dx (w, b, statistics: tiny)
+    moved = 5 * n * d * 4
+    rows = []
+    for kind in ("layer", "rms"):
+        rows.append(ctx.compare("W5", f"{'LayerNorm' if kind == 'layer' else 'RMSNorm'} "
+                                f"({n}, {d})", {
+                                    "tinyfw": lambda k=kind: op_norm_step(k, x, dy, ctx.device),
+                                    "reference": ctx.reference_builder(
+                                        lambda k=kind: op_norm_step(k, x, dy)),
+                                    "torch": ctx.torch_builder(
+                                        lambda k=kind: ctx.tp.norm_case(k, x, dy, ctx.device)),
+                                }, metrics=_bandwidth_metrics(ctx, moved)))
+    return rows
+
+
+def _bandwidth_metrics(ctx, moved):
+    def metrics(ms):
+        out = {"mb_moved": moved / 1e6}
+        for name, t in ms.items():
+            gbs = moved / (t / 1e3) / 1e9
+            out[f"{name}_gbs"] = gbs
+            if ctx.bandwidth_gbs:
+                out[f"{name}_pct_bandwidth"] = 100 * gbs / ctx.bandwidth_gbs
+        return out
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------ W6
+def op_cross_entropy_step(logits, target, device="cpu"):
+    F = _functional("cross_entropy")
+    lt = _leaf(logits, device)
+    tt = _const(target, device)
+
+    def step():
+        lt.grad = None
+        F(lt, tt).backward()
+    return step
+
+
+def w6(ctx):
+    """Cross-entropy forward + backward on (8192, 8192) logits."""
+    n, c = (256, 512) if ctx.quick else (8192, 8192)
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((n, c), dtype=np.float32)
+    target = rng.integers(0, c, size=n, dtype=np.int64)
+    # forward reads the logits; backward reads them again and writes the gradient
+    moved = 3 * n * c * 4
+    row = ctx.compare("W6", f"cross-entropy ({n}, {c})", {
+        "tinyfw": lambda: op_cross_entropy_step(logits, target, ctx.device),
+        "reference": ctx.reference_builder(lambda: op_cross_entropy_step(logits, target)),
+        "torch": ctx.torch_builder(lambda: ctx.tp.cross_entropy_case(logits, target, ctx.device)),
+    }, metrics=_bandwidth_metrics(ctx, moved))
+    return [row]
+
+
+# ------------------------------------------------------------------------------------------ W7
+def tinyfw_adam_step(n, decoupled, device="cpu"):
+    fw = _fw()
+    from tinyfw.nn import Parameter
+    rng = np.random.default_rng(0)
+    p = Parameter(fw.tensor(rng.standard_normal(n, dtype=np.float32), device=device))
+    p.grad = fw.tensor((1e-3 * rng.standard_normal(n)).astype(np.float32), device=device)
+    opt = (fw.optim.AdamW([p], lr=1e-3, weight_decay=0.01) if decoupled
+           else fw.optim.Adam([p], lr=1e-3))
+    return opt.step
+
+
+def w7(ctx):
+    """One Adam / AdamW step over 10M float32 parameters (one tensor)."""
+    n = 100_000 if ctx.quick else 10_000_000
+    # read param, grad, m, v; write param, m, v
+    moved = 7 * 4 * n
+    rows = []
+    for decoupled in (False, True):
+        name = "AdamW" if decoupled else "Adam"
+        rows.append(ctx.compare("W7", f"{name} step, {n / 1e6:g}M params", {
+            "tinyfw": lambda d=decoupled: tinyfw_adam_step(n, d, ctx.device),
+            "reference": ctx.reference_builder(lambda d=decoupled: tinyfw_adam_step(n, d)),
+            "torch": ctx.torch_builder(lambda d=decoupled: ctx.tp.adam_case(n, d, ctx.device)),
+        }, metrics=_bandwidth_metrics(ctx, moved)))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ W8
+def warm_start_tokens(n):
+    """``n`` characters: Tiny Shakespeare when the shared copy is there, else the built-in corpus
+    repeated (only the time matters here, not what is learned)."""
+    from tinyfw.data import builtin_corpus, shared_data_path
+    path = shared_data_path("tinyshakespeare.txt")
+    if path is not None:
+        text, source = path.read_text(encoding="utf-8"), "tinyshakespeare.txt"
+    else:
+        text, source = builtin_corpus(), "the built-in corpus"
+    if len(text) < n:
+        text = text * (n // len(text) + 1)
+        source += " (repeated)"
+    return list(text[:n]), source
+
+
+def warm_start(tokens):
+    """Bit-cipher codes, co-occurrence vectors, and the explicit next-token output layer."""
+    from tinyfw.warmstart import BitCipher, cooccurrence_vectors, explicit_softmax_weights
+    timings = {}
+    t0 = time.perf_counter()
+    cipher = BitCipher().fit(tokens)
+    t1 = time.perf_counter()
+    vectors = cooccurrence_vectors(tokens, cipher, window=5, mode="sum")
+    t2 = time.perf_counter()
+    ids = cipher.indices(tokens)
+    X = vectors[ids[:-1]]                        # the co-occurrence vector of each input token
+    W = explicit_softmax_weights(X, ids[1:], n_out=len(cipher.vocab))
+    t3 = time.perf_counter()
+    timings.update(bit_cipher_s=t1 - t0, cooccurrence_s=t2 - t1, explicit_s=t3 - t2)
+    return W, timings
+
+
+def w8(ctx):
+    """Warm start on 1M tokens, against one training epoch of the W1 model on the same data."""
+    n = 20_000 if ctx.quick else 1_000_000
+    tokens, source = warm_start_tokens(n)
+    row = {"id": "W8", "case": f"warm start, {n / 1e6:g}M char tokens", "unit": "s",
+           "value": {}, "detail": {}, "ratio": {}, "missing": {}, "metrics": {},
+           "notes": [f"corpus: {source}"]}
+    if ctx.use_reference:
+        row["missing"]["reference"] = "the warm start is NumPy/SciPy already (no kernels)"
+    row["missing"]["torch"] = "no PyTorch peer; compared with a training epoch instead"
+    try:
+        runs = []
+        for _ in range(1 if ctx.quick else 3):
+            t0 = time.perf_counter()
+            _, parts = warm_start(tokens)
+            runs.append((time.perf_counter() - t0, parts))
+        runs.sort(key=lambda r: r[0])
+        total, parts = runs[len(runs) // 2]
+    except (ImportError, AttributeError) as e:
+        row["status"] = str(_missing(e))
+        ctx.rows.setdefault("W8", []).append(row)
+        return [row]
+    row["value"]["tinyfw"] = total
+    row["detail"]["tinyfw"] = {"median_ms": 1e3 * total, "runs": len(runs),
+                               **{k: v * 1e3 for k, v in parts.items()}}
+    row["metrics"].update({"seconds": total, **parts})
+    # one epoch = n / (batch * T) steps of W1, at W1's time per step measured in this run
+    cfg = GPT
+    w1_rows = ctx.rows.get("W1")
+    if not w1_rows:
+        H.log("  W8: W1 not run yet; timing a few W1 steps for the epoch estimate")
+        w1_rows = w1(ctx)
+    step_ms = w1_rows[0]["value"]
+    batch = 2 if ctx.quick else GPT_BATCH
+    steps = n / (batch * cfg["context_length"])
+    for name in ("tinyfw", "torch"):
+        if name in step_ms:
+            epoch_s = steps * step_ms[name] / 1e3
+            row["metrics"][f"epoch_s_{name}"] = epoch_s
+            row["metrics"][f"warm_over_epoch_{name}"] = total / epoch_s
+    row_note(row, f"epoch = {steps:.0f} W1 steps (batch {batch} x {cfg['context_length']} "
+             "tokens) at the W1 time per step of this run")
+    row["status"] = "ok"
+    ctx.rows.setdefault("W8", []).append(row)
+    return [row]
+
+
+# ------------------------------------------------------------------------------------------ W9
+W9_CASES = ("W1", "W3-delta-recurrent", "W3-delta-chunked")
+
+
+def w9(ctx):
+    """Peak resident memory of W1 and of W3 (delta rule, L=4096), each in its own process."""
+    import json
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    script = os.path.join(here, "memory.py")
+    rows = []
+    peers = ["tinyfw"] + (["torch"] if ctx.tp is not None else [])
+    for case in W9_CASES:
+        row = {"id": "W9", "case": f"peak RSS, {case}" + ("" if case == "W1" else
+                                                           f" L={256 if ctx.quick else 4096}"),
+               "unit": "MB", "value": {}, "detail": {}, "ratio": {}, "missing": {}, "metrics": {},
+               "notes": []}
+        if ctx.tp is None:
+            row["missing"]["torch"] = ctx.torch_reason or "torch is not importable"
+        for impl in peers:
+            cmd = [sys.executable, script, case, impl, "--threads", str(ctx.threads or 1)]
+            if ctx.quick:
+                cmd.append("--quick")
+            H.log(f"  W9 {case} {impl}: child process")
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            except subprocess.TimeoutExpired:
+                row["missing"][impl] = "timed out"
+                continue
+            lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+            if out.returncode != 0 or not lines:
+                tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+                row["missing"][impl] = f"child failed: {tail}"
+                continue
+            result = json.loads(lines[-1])
+            if "missing" in result:
+                row["missing"][impl] = result["missing"]
+                continue
+            row["value"][impl] = result["peak_mb"]
+            row["metrics"][f"{impl}_peak_mb"] = result["peak_mb"]
+            row["metrics"][f"{impl}_import_mb"] = result["import_mb"]
+            row["metrics"][f"{impl}_work_mb"] = result["peak_mb"] - result["import_mb"]
+        if "tinyfw" in row["value"] and "torch" in row["value"]:
+            row["ratio"]["tinyfw/torch"] = row["value"]["tinyfw"] / row["value"]["torch"]
+        failed = [impl for impl in peers if impl not in row["value"]]
+        row["status"] = ("ok" if "tinyfw" in row["value"] and not failed else
+                         "partial" if "tinyfw" in row["value"] else
+                         row["missing"].get("tinyfw", "error"))
+        row_note(row, "peak resident set (ru_maxrss) of a child process; import_mb = after "
+                 "imports and inputs, work_mb = peak - import_mb")
+        ctx.rows.setdefault("W9", []).append(row)
+        rows.append(row)
+    return rows
+
+
+WORKLOADS = {
+    "W1": ("GPT training step (nanoGPT small CPU config)", w1),
+    "W2": ("the W1 model with each mixer", w2),
+    "W3": ("fast-weight rules alone, fwd+bwd", w3),
+    "W4": ("softmax attention fwd+bwd", w4),
+    "W5": ("LayerNorm / RMSNorm fwd+bwd", w5),
+    "W6": ("cross-entropy fwd+bwd", w6),
+    "W7": ("Adam / AdamW step", w7),
+    "W8": ("warm start vs one training epoch", w8),
+    "W9": ("peak memory (RSS)", w9),
+}
+
+__all__ = ["WORKLOADS", "Context", "NotAvailable", "GPT", "GPT_BATCH", "gpt_train_flops",
+           "tinyfw_gpt_step", "fast_weight_inputs", "kernel_fast_weight_step",
+           "op_fast_weight_step", "attention_inputs", "op_attention_step", "op_norm_step",
+           "op_cross_entropy_step", "tinyfw_adam_step", "warm_start", "warm_start_tokens",
+           "cuda_usable", "kernels_without_reference", "reference_backend", "use_backend"]
