@@ -10,3 +10,5 @@ from ..reference import *  # noqa: F401,F403  fallbacks, replaced below by the N
 from .core_kernels import *  # noqa: F401,F403
 from .fast_weights import *  # noqa: F401,F403  sum rule and delta rule recurrences
 from .safu import *  # noqa: F401,F403  SAFU block-context attention
+from .norms import *  # noqa: F401,F403  layer norm, RMS norm
+from .attention import *  # noqa: F401,F403  softmax attention (flash-style recompute from lse)
