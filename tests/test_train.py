@@ -242,3 +242,21 @@ def test_plotting_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         plot_loss_curve({"step": [1], "loss": [1.0]}, str(tmp_path / "loss.png"))
+
+
+def test_attention_map(trained, tmp_path):
+    from tinyfw.plots import attention_probabilities, plot_attention_map
+    from tinyfw.tensor import tensor
+    model, tok = load_model(trained)
+    ids = tok.encode("the cat sat")
+    probs = attention_probabilities(model, tensor(np.array([ids])), layer=0)
+    T = len(ids)
+    assert probs.shape == (TINY_MODEL["n_heads"], T, T)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(np.triu(probs, k=1) == 0)            # causal: nothing from the future
+    with pytest.raises(ValueError, match="layer 3 out of range"):
+        attention_probabilities(model, tensor(np.array([ids])), layer=3)
+    pytest.importorskip("matplotlib")
+    path = plot_attention_map(model, tok, "the cat sat", str(tmp_path / "attn.png"))
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
