@@ -30,7 +30,7 @@ def arange_kernel():
 
 def from_numpy(a):
     """A device copy of ``a`` (anything ``np.asarray`` accepts), C-contiguous."""
-    a = np.ascontiguousarray(a)
+    a = np.asarray(a, order="C")  # keeps 0-d arrays 0-d
     check_dtype("from_numpy", a.dtype)
     return cuda.to_device(a)
 

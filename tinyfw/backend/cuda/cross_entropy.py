@@ -63,7 +63,7 @@ def _targets(op, logits, target, ignore_index):
     check_targets(op, logits, host, ignore_index)
     if is_device_array(target) and target.dtype == np.int64:
         return device_array(target, op)
-    return cuda.to_device(np.ascontiguousarray(host, dtype=np.int64))
+    return cuda.to_device(np.asarray(host, dtype=np.int64, order="C"))
 
 
 def cross_entropy_forward(logits, target, ignore_index):

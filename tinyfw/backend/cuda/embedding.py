@@ -29,7 +29,7 @@ def embedding_backward(ids, dout, num_embeddings):
     if is_device_array(ids) and ids.dtype == np.int64:
         ids = device_array(ids, op)
     else:
-        ids = cuda.to_device(np.ascontiguousarray(host_ids, dtype=np.int64))
+        ids = cuda.to_device(np.asarray(host_ids, dtype=np.int64, order="C"))
     d = tuple(dout.shape)[-1]
     dweight = zeros((num_embeddings, d), dout.dtype)
     error = zeros((1,), np.int32)  # the kernel's bounds flag; the ids were checked above

@@ -92,9 +92,9 @@ def _row_ids(index):
                        for i in items[1:])
     if not rest_is_full:
         return None
-    if is_device_array(ids) and ids.dtype in INT_DTYPES:
+    if is_device_array(ids) and ids.dtype in INT_DTYPES and ids.ndim >= 1:
         return ids
-    if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu":
+    if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu" and ids.ndim >= 1:
         return ids
     return None
 
@@ -128,7 +128,7 @@ def _positions(op, shape, index):
 
 
 def _ids_device(ids):
-    return ids if is_device_array(ids) else cuda.to_device(np.ascontiguousarray(ids, np.int64))
+    return ids if is_device_array(ids) else cuda.to_device(np.asarray(ids, np.int64, order="C"))
 
 
 def _check_error(op, error, num_rows):

@@ -1,8 +1,9 @@
 """Reductions: sum / max / min over any axes (keepdims), argmax / argmin.
 
 The host moves the reduced axes to the end (one transpose copy, skipped when they already are),
-so every reduction becomes "reduce each row of a (rows, length) array". Block (c, r) of the row
-kernel reduces chunk c of row r: each thread folds a few elements, then the block combines its
+so every reduction becomes "reduce each row of a (rows, length) array". Short rows (at most
+SHORT_ROW elements) take one thread each and a plain loop. Longer rows take blocks: block (c, r)
+of the row kernel reduces chunk c of row r: each thread folds a few elements, then the block combines its
 threads' values with a shared-memory tree. A row longer than one chunk leaves one partial per
 chunk, and the same kernel runs again on the (rows, chunks) partials until one value is left.
 """
@@ -14,14 +15,16 @@ from numba import cuda
 
 from .layout import transpose
 from .elementwise import cast_to
-from .runtime import (INT_DTYPES, ITEMS_PER_THREAD, MAX_GRID_YZ, NUMERIC_DTYPES, SUPPORTED_DTYPES,
+from .runtime import (INT_DTYPES, ITEMS_PER_THREAD, MAX_BLOCKS, MAX_GRID_YZ, NUMERIC_DTYPES, SUPPORTED_DTYPES,
                       THREADS, check_dtype, device_array, empty, flat, kernel_factory, launch,
-                      prod)
+                      launch_1d, prod)
 
 __all__ = ["sum", "max", "min", "argmax", "argmin"]
 
-#: Elements of a row one block reduces in one pass.
+#: Elements of a row one block reduces in one pass (at least).
 CHUNK = THREADS * ITEMS_PER_THREAD
+#: Rows up to this length are reduced by one thread each (a block would mostly idle).
+SHORT_ROW = 32
 
 
 @cuda.jit(device=True, inline=True)
@@ -54,6 +57,36 @@ def _arg_better(a, ia, b, ib, sign):
 
 
 _COMBINE = {"sum": _sum, "max": _max, "min": _min}
+
+
+@kernel_factory
+def reduce_short_rows_kernel(name):
+    """``out[r] = combine(x[r, :])``, one thread per row of a (rows, length) array."""
+    combine = _COMBINE[name]
+
+    def kernel(out, x, rows, length, init):
+        for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
+            acc = init
+            for j in range(length):
+                acc = combine(acc, x[r * length + j])
+            out[r] = acc
+    return cuda.jit(kernel)
+
+
+@kernel_factory
+def arg_short_rows_kernel():
+    """``out[r] = argmax / argmin(x[r, :])`` (sign 1 / -1), one thread per row."""
+    def kernel(out, x, rows, length, sign):
+        for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
+            best = 0
+            best_value = x[r * length]
+            for j in range(1, length):
+                v = x[r * length + j]
+                if _arg_better(v, j, best_value, best, sign):
+                    best_value = v
+                    best = j
+            out[r] = best
+    return cuda.jit(kernel)
 
 
 @kernel_factory
@@ -131,8 +164,15 @@ def arg_rows_kernel(dtype_name):
 
 
 def _grid(rows, length):
-    chunks = -(-length // CHUNK)
-    return (chunks, builtins.min(rows, MAX_GRID_YZ)), chunks  # this module's min is the primitive
+    """Launch shape of one pass over (rows, length): (grid, chunks, chunk).
+
+    Blocks along y take rows (looping when there are more rows than blocks), blocks along x
+    take chunks of at least CHUNK elements, and a launch has at most MAX_BLOCKS blocks.
+    """
+    row_blocks = builtins.max(1, builtins.min(rows, MAX_GRID_YZ))
+    chunks = builtins.min(-(-length // CHUNK), builtins.max(1, MAX_BLOCKS // row_blocks))
+    chunk = -(-length // chunks)
+    return (chunks, row_blocks), chunks, chunk
 
 
 def _rows(op, x, axis):
@@ -169,13 +209,17 @@ def _reduce(name, x, axis, keepdims):
     if x2d.dtype != dtype:
         x2d = cast_to(x2d, dtype)
     init = _identity(name, dtype)
+    if length <= SHORT_ROW:
+        out = empty((rows,), dtype)
+        launch_1d(reduce_short_rows_kernel(name), rows, out, flat(x2d), rows, length, init)
+        return out.reshape(keep_shape if keepdims else kept_shape)
     current, length_now = flat(x2d), length
     while True:
-        grid, chunks = _grid(rows, builtins.max(length_now, 1))
+        grid, chunks, chunk = _grid(rows, builtins.max(length_now, 1))
         out = empty((rows * chunks,), dtype)
         if rows:
             launch(reduce_rows_kernel(name, dtype.name), grid, THREADS,
-                   out, current, rows, length_now, CHUNK, init)
+                   out, current, rows, length_now, chunk, init)
         current, length_now = out, chunks
         if chunks == 1:
             break
@@ -218,14 +262,18 @@ def _arg(name, x, axis, sign):
     if length == 0:
         raise ValueError(f"{name}: attempt to get {name} of an empty sequence "
                          f"(shape {tuple(x.shape)}, axis {axis})")
+    if length <= SHORT_ROW:
+        out = empty((rows,), np.int64)
+        launch_1d(arg_short_rows_kernel(), rows, out, flat(x2d), rows, length, sign)
+        return out.reshape(kept_shape)
     values, index, has_index, length_now = flat(x2d), empty((1,), np.int64), False, length
     while True:
-        grid, chunks = _grid(rows, length_now)
+        grid, chunks, chunk = _grid(rows, length_now)
         out_values = empty((rows * chunks,), x.dtype)
         out_index = empty((rows * chunks,), np.int64)
         if rows:
             launch(arg_rows_kernel(x.dtype.name), grid, THREADS, out_values, out_index,
-                   values, index, has_index, rows, length_now, CHUNK, sign)
+                   values, index, has_index, rows, length_now, chunk, sign)
         values, index, has_index, length_now = out_values, out_index, True, chunks
         if chunks == 1:
             break

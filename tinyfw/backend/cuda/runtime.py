@@ -11,9 +11,6 @@ blocks and few of them. Correctness never depends on the launch size: every kern
 """
 import functools
 import math
-import os
-import pickle
-import atexit
 
 import numba
 import numpy as np
@@ -25,15 +22,15 @@ SIMULATOR = bool(config.ENABLE_CUDASIM)
 
 #: Threads per block of the 1-D kernels (a power of two: the shared-memory trees halve it).
 THREADS = 32 if SIMULATOR else 256
-#: Most blocks one 1-D launch uses; the kernels' grid-stride loops cover any remaining work.
+#: Most blocks one launch uses; the kernels' grid-stride loops cover any remaining work.
 MAX_BLOCKS = 4 if SIMULATOR else 65535
 #: Elements each thread of a row reduction sums before the shared-memory tree; a block reduces a
 #: chunk of ``THREADS * ITEMS_PER_THREAD`` elements of a row, longer rows take several passes.
 ITEMS_PER_THREAD = 2 if SIMULATOR else 8
 #: Tile edge of the shared-memory matmul (a block is TILE x TILE threads).
 TILE = 4 if SIMULATOR else 16
-#: CUDA's limit on gridDim.y and gridDim.z; work beyond it is covered by grid-stride loops.
-MAX_GRID_YZ = 65535
+#: Most blocks along gridDim.y / gridDim.z (65535 is CUDA's limit); the kernels loop over the rest.
+MAX_GRID_YZ = 4 if SIMULATOR else 65535
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INT_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
@@ -90,7 +87,7 @@ def device_array(x, op):
 
 def flat(x):
     """The 1-D view of a C-contiguous device array (a 0-d array becomes shape (1,))."""
-    return x.reshape(max(x.size, 1)) if x.ndim != 1 else x
+    return x if x.ndim == 1 else x.reshape(x.size)
 
 
 def c_strides(shape):
@@ -165,14 +162,20 @@ def blocks_for(n, threads=THREADS):
     return max(1, min(-(-n // threads), MAX_BLOCKS))
 
 
-#: (kernel origin, argument types) of every launch, kept when TINYFW_CUDA_RECORD names a file.
-_RECORD_PATH = os.environ.get("TINYFW_CUDA_RECORD")
+#: Under the simulator, the (kernel origin, argument types) of every launch: the simulator runs
+#: kernels as plain Python and never compiles them, so tests/cuda_ptx_check.py compiles these
+#: signatures for a real GPU (to PTX, no GPU needed) to catch code only the simulator accepts.
 _recorded = set()
 
 
+def recorded_launches():
+    """The launch signatures seen so far under the simulator (empty on a real GPU)."""
+    return set(_recorded)
+
+
 def launch(kernel, grid, block, *args):
-    """``kernel[grid, block](*args)``, recording the signature if asked (see kernel_factory)."""
-    if _RECORD_PATH:
+    """``kernel[grid, block](*args)``; under the simulator also records the signature."""
+    if SIMULATOR:
         _recorded.add((_ORIGINS[kernel], tuple(numba.typeof(a) for a in args)))
     kernel[grid, block](*args)
 
@@ -181,20 +184,6 @@ def launch_1d(kernel, n, *args):
     """Launch a 1-D grid-stride ``kernel`` over ``n`` items; nothing to do when ``n == 0``."""
     if n > 0:
         launch(kernel, blocks_for(n), THREADS, *args)
-
-
-def _write_record():
-    if _recorded:
-        old = set()
-        if os.path.exists(_RECORD_PATH):
-            with open(_RECORD_PATH, "rb") as f:
-                old = pickle.load(f)
-        with open(_RECORD_PATH, "wb") as f:
-            pickle.dump(old | _recorded, f)
-
-
-if _RECORD_PATH:
-    atexit.register(_write_record)
 
 
 @cuda.jit(device=True, inline=True)
