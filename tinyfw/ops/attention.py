@@ -1,0 +1,132 @@
+"""Softmax attention: ``softmax(scale * q k^T + mask) v``, forward and backward as fused kernels.
+
+``backend/reference/attention.py`` is the NumPy meaning. The forward keeps only the row
+log-sum-exp for the backward, never the ``(L, L)`` probabilities.
+
+Three entry points:
+
+- ``scaled_dot_product_attention(q, k, v, is_causal=False, scale=None)``: PyTorch's function
+  (``is_causal`` is the top-left aligned lower triangle, also when ``Lq != Lk``).
+- ``causal_attention(q, k, v, scale=None)``: the queries are the *last* ``Lq`` of the ``Lk``
+  positions (the bottom-right aligned triangle): what a KV cache needs when new tokens attend to
+  the cached ones and to each other. Equal to the former when ``Lq == Lk``.
+- ``attention_probabilities(q, k, is_causal=False, scale=None)``: the weights themselves
+  ``(..., Lq, Lk)``, for attention maps (differentiable, but it materialises ``L^2`` numbers).
+"""
+import math
+
+from ..autograd import Function
+from ..tensor import Tensor
+from .shape import reshape
+
+__all__ = ["scaled_dot_product_attention", "causal_attention", "attention_probabilities"]
+
+
+class Attention(Function):
+    @staticmethod
+    def forward(ctx, q, k, v, scale, causal, offset):
+        o, lse = ctx.backend.attention_forward(q, k, v, scale, causal, offset)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.args = (scale, causal, offset)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = ctx.backend.attention_backward(do, q, k, v, o, lse, *ctx.args)
+        return dq, dk, dv, None, None, None
+
+
+class AttentionProbabilities(Function):
+    @staticmethod
+    def forward(ctx, q, k, scale, causal, offset):
+        p = ctx.backend.attention_probabilities(q, k, scale, causal, offset)
+        ctx.save_for_backward(q, k, p)
+        ctx.scale = scale
+        return p
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, p = ctx.saved_tensors
+        be = ctx.backend
+        # softmax backward, then the two products of s = scale * q k^T
+        ds = be.mul(be.mul(p, be.sub(g, be.sum(be.mul(g, p), -1, True))), ctx.scale)
+        swap = tuple(range(q.ndim - 2)) + (q.ndim - 1, q.ndim - 2)
+        dq = be.matmul(ds, k) if ctx.needs_input_grad[0] else None
+        dk = be.matmul(be.transpose(ds, swap), q) if ctx.needs_input_grad[1] else None
+        return dq, dk, None, None, None
+
+
+def _check(name, q, k, v=None):
+    """Validate (..., L, D) inputs with equal leading dims; returns the default scale 1/sqrt(D)."""
+    ts = (("q", q), ("k", k)) + ((("v", v),) if v is not None else ())
+    for label, t in ts:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: {label} must be a Tensor, got {type(t).__name__}")
+        if t.dtype.kind != "f":
+            raise TypeError(f"{name}: {label} must be floating point, got {t.dtype}")
+    shapes = ", ".join(f"{label} {t.shape}" for label, t in ts)
+    if len({t.dtype for _, t in ts}) != 1:
+        raise TypeError(f"{name}: q, k, v must share one dtype, got "
+                        + ", ".join(f"{label} {t.dtype}" for label, t in ts))
+    if any(t.ndim < 2 for _, t in ts) or len({t.ndim for _, t in ts}) != 1:
+        raise ValueError(f"{name}: q, k, v must be (..., L, D) with the same number of dims, got "
+                         f"{shapes}")
+    if (q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]
+            or (v is not None and (v.shape[:-2] != k.shape[:-2] or v.shape[-2] != k.shape[-2]))):
+        raise ValueError(f"{name}: need q (..., Lq, D), k (..., Lk, D), v (..., Lk, Dv) with the "
+                         f"same leading dims, got {shapes}")
+    if k.shape[-2] < 1 or q.shape[-1] < 1 or (v is not None and v.shape[-1] < 1):
+        raise ValueError(f"{name}: need at least one key and positive feature sizes, got {shapes}")
+    return 1.0 / math.sqrt(q.shape[-1])
+
+
+def _as_4d(t):
+    """(..., L, D) -> (B, H, L, D): the kernels run over a (batch, head) grid."""
+    if t.ndim == 4:
+        return t
+    lead = math.prod(t.shape[:-2])
+    return reshape(t, (1, lead) + t.shape[-2:])
+
+
+def _attention(q, k, v, scale, causal, offset):
+    o = Attention.apply(_as_4d(q), _as_4d(k), _as_4d(v), float(scale), bool(causal), int(offset))
+    return o if q.ndim == 4 else reshape(o, q.shape[:-1] + v.shape[-1:])
+
+
+def scaled_dot_product_attention(q, k, v, is_causal=False, scale=None):
+    """``softmax(scale * q k^T [+ causal mask]) v`` with PyTorch's semantics.
+
+    q ``(..., Lq, D)``, k ``(..., Lk, D)``, v ``(..., Lk, Dv)`` -> ``(..., Lq, Dv)``; usually
+    ``(B, H, L, D)``. ``scale`` defaults to ``1/sqrt(D)``. ``is_causal``: query i sees keys
+    ``0..i`` (top-left aligned, as PyTorch, when ``Lq != Lk``).
+    """
+    default = _check("scaled_dot_product_attention", q, k, v)
+    return _attention(q, k, v, default if scale is None else scale, is_causal, 0)
+
+
+def causal_attention(q, k, v, scale=None):
+    """Causal attention where the ``Lq`` queries are the last ``Lq`` of the ``Lk`` positions.
+
+    Query i (absolute position ``Lk - Lq + i``) sees keys ``0..Lk - Lq + i``: the new tokens of
+    a KV-cached step attend to the whole cache and causally to each other. Needs ``Lq <= Lk``.
+    """
+    default = _check("causal_attention", q, k, v)
+    if q.shape[-2] > k.shape[-2]:
+        raise ValueError(f"causal_attention: more queries than keys (q {q.shape}, k {k.shape}); "
+                         "the queries must be the last positions of the keys")
+    return _attention(q, k, v, default if scale is None else scale, True,
+                      k.shape[-2] - q.shape[-2])
+
+
+def attention_probabilities(q, k, is_causal=False, scale=None, offset=0):
+    """The attention weights ``softmax(scale * q k^T [+ mask])``: ``(..., Lq, Lk)``, rows sum to 1.
+
+    ``is_causal`` and ``scale`` as in ``scaled_dot_product_attention``; ``offset`` shifts the
+    causal diagonal (query i sees keys ``0..i + offset``; ``Lk - Lq`` for cached queries).
+    """
+    default = _check("attention_probabilities", q, k)
+    if offset < 0:
+        raise ValueError(f"attention_probabilities: offset must be >= 0, got {offset}")
+    return AttentionProbabilities.apply(q, k, float(default if scale is None else scale),
+                                        bool(is_causal), int(offset))
