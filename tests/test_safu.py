@@ -139,7 +139,7 @@ def t64(a, grad=True):
 
 @pytest.mark.parametrize("block", [1, 3, 7])
 def test_gradcheck_block_attention(block):
-    x, w, _ = inputs(B=2, L=5, D=3, positive=False)
+    x, w, _ = inputs(B=1, L=5, D=3, positive=False)
     xt, qt = t64(x), t64(x @ w)
 
     def fn(x_, q_):
@@ -304,10 +304,17 @@ def test_safu_language_model_forward_state_and_generate():
                                logits.numpy(), atol=1e-10)
     out = lm.generate(ids[:, :2], 4, temperature=0)
     assert out.shape == (2, 6)
-    # layer 2's input is the residual mix of layer 1's input and its expected token vector
+    # layer 2's input: [token vector ; expected token vector of layer 1's prediction]
     x2 = lm.layer_inputs(ids, 1).numpy()
-    np.testing.assert_allclose(x2.sum(-1), 1.0, atol=1e-12)     # stays on the simplex
-    assert x2.min() >= 0
+    assert x2.shape == (2, 7, 2 * D) and x2.min() >= 0
+    np.testing.assert_allclose(x2[..., :D], emb[ids.numpy()], atol=1e-12)
+    np.testing.assert_allclose(x2[..., D:].sum(-1), 1.0, atol=1e-12)
+    # stack='mix': a residual mix that stays on the simplex
+    mixed = SAFULanguageModel(V, D, n_layers=2, stack="mix", mix=0.3, embedding=emb).double()
+    x2 = mixed.layer_inputs(ids, 1).numpy()
+    assert x2.shape == (2, 7, D) and x2.min() >= 0
+    np.testing.assert_allclose(x2.sum(-1), 1.0, atol=1e-12)
+    assert mixed(ids).shape == (2, 7, V)
 
 
 def test_mixer_in_language_model():
@@ -351,3 +358,5 @@ def test_bad_options_and_inputs():
         lm(fw.rand(2, 3))
     with pytest.raises(ValueError, match="mix"):
         SAFULanguageModel(5, 4, mix=1.5)
+    with pytest.raises(ValueError, match="stack"):
+        SAFULanguageModel(5, 4, stack="sum")

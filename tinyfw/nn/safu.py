@@ -275,35 +275,50 @@ class SAFULanguageModel(Module):
 
     ``ids (B, L) -> logits (B, L, V)``; ``model(ids, targets)`` also returns the mean
     cross-entropy. Layer 1 reads the token vectors ``x^1_t = E[id_t]`` (``E``: the embedding,
-    normally bit-cipher or co-occurrence vectors, non-negative and L1-normalised). Layer l + 1
-    reads ``x^{l+1} = (1 - mix) x^l + mix * softmax(logits^l) E``: the expected token vector of
-    layer l's prediction, mixed residually into its input. Both terms are non-negative with unit
-    L1 norm when E's rows are, so every layer keeps inputs the explicit solution applies to. The
-    logits of the last layer are the model's output.
+    normally bit-cipher or co-occurrence vectors, non-negative and L1-normalised). With
+    ``p^l_t E`` the expected token vector of layer l's prediction (``p = softmax(logits)``),
+    layer l + 1 reads, by ``stack``:
+
+    * ``'concat'`` (default): ``x^{l+1}_t = [x^1_t ; p^l_t E]`` (width ``2 d_in``): the token
+      vector passes through unchanged beside the previous layer's prediction;
+    * ``'mix'``: ``x^{l+1}_t = (1 - mix) x^l_t + mix p^l_t E`` (width ``d_in``), a residual mix.
+
+    Both keep every input non-negative (unit L1 norm per block of ``d_in`` when E's rows have
+    it), so the explicit solution applies to every layer. Measured on toy Markov chains, 'mix'
+    makes the layer-by-layer explicit solution of layer 2 worse than layer 1 alone: the dense
+    expected vector adds a little mass to every feature of every example, which blurs all rows
+    of ``F = X^T Y``; 'concat' keeps the token features clean. The logits of the last layer
+    are the model's output.
 
     Parameters
     ----------
     vocab_size, d_in : vocabulary size and token-vector width.
     n_layers : number of SAFU layers.
     block, radial, use_document, hidden : per-layer options (see :class:`SAFU`).
-    mix : weight of the previous layer's expected prediction in the next layer's input.
+    stack : 'concat' or 'mix' (above).
+    mix : with ``stack='mix'``, the weight of the previous layer's expected prediction.
     embedding : optional array (V, d_in) of token vectors; default random non-negative rows
         with unit L1 norm (the "cold start").
     freeze_embedding : keep E fixed (default True: deterministic vectors are not trained).
     """
 
     def __init__(self, vocab_size, d_in, n_layers=1, block=8, radial=2, use_document=True,
-                 hidden=None, mix=0.5, embedding=None, freeze_embedding=True, dtype=None):
+                 hidden=None, stack="concat", mix=0.5, embedding=None, freeze_embedding=True,
+                 dtype=None):
         super().__init__()
         check_safu_options("SAFULanguageModel", d_in, block, radial, use_document, hidden)
         if not _is_int(n_layers) or n_layers < 1:
             raise ValueError(f"SAFULanguageModel: n_layers must be an int >= 1, got {n_layers!r}")
         if not 0.0 <= mix <= 1.0:
             raise ValueError(f"SAFULanguageModel: mix must be in [0, 1], got {mix}")
+        if stack not in ("concat", "mix"):
+            raise ValueError(f"SAFULanguageModel: stack must be 'concat' or 'mix', got {stack!r}")
         self.config = dict(vocab_size=int(vocab_size), d_in=int(d_in), n_layers=int(n_layers),
                            block=int(block), radial=int(radial), use_document=bool(use_document),
-                           hidden=hidden, mix=float(mix), freeze_embedding=bool(freeze_embedding))
+                           hidden=hidden, stack=stack, mix=float(mix),
+                           freeze_embedding=bool(freeze_embedding))
         self.vocab_size, self.d_in, self.mix = int(vocab_size), int(d_in), float(mix)
+        self.stack = stack
         self.emb = Embedding(vocab_size, d_in, dtype=dtype)
         if embedding is None:
             from .. import random as _random
@@ -311,8 +326,9 @@ class SAFULanguageModel(Module):
             embedding = rows / rows.sum(axis=1, keepdims=True)
         self.set_embedding(embedding)
         self.emb.weight.requires_grad = not freeze_embedding
-        self.layers = ModuleList([SAFU(d_in, vocab_size, block, radial, use_document, hidden,
-                                       dtype=dtype) for _ in range(n_layers)])
+        widths = [d_in] + [2 * d_in if stack == "concat" else d_in] * (n_layers - 1)
+        self.layers = ModuleList([SAFU(w, vocab_size, block, radial, use_document, hidden,
+                                       dtype=dtype) for w in widths])
 
     def set_embedding(self, vectors):
         """Copy ``vectors`` (V, d_in) into the embedding (keeps its dtype and trainability)."""
@@ -324,26 +340,28 @@ class SAFULanguageModel(Module):
 
     def layer_inputs(self, ids, upto, state=None):
         """The input of layer ``upto`` (0-based) for ids (B, L), computed with layers < upto."""
-        x = self.emb(ids)
+        tokens = x = self.emb(ids)
         for i in range(upto):
             logits = self.layers[i](x, None if state is None else state[i])
-            x = self._next_input(x, logits)
+            x = self._next_input(tokens, x, logits)
         return x
 
-    def _next_input(self, x, logits):
+    def _next_input(self, tokens, x, logits):
         expected = matmul(N.softmax(logits), self.emb.weight)
+        if self.stack == "concat":
+            return cat([tokens, expected], dim=-1)
         return x * (1.0 - self.mix) + expected * self.mix
 
     def forward(self, ids, targets=None, state=None, return_state=False):
         if not isinstance(ids, Tensor) or ids.ndim != 2 or ids.dtype.kind not in "iu":
             raise ValueError(f"SAFULanguageModel: ids must be an integer (batch, time) tensor, "
                              f"got {getattr(ids, 'shape', type(ids).__name__)}")
-        x = self.emb(ids)
+        tokens = x = self.emb(ids)
         states = []
         logits = None
         for i, layer in enumerate(self.layers):
             if i:
-                x = self._next_input(x, logits)
+                x = self._next_input(tokens, x, logits)
             layer_state = None if state is None else state[i]
             if return_state:
                 logits, s = layer(x, layer_state, return_state=True)

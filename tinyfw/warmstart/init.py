@@ -197,9 +197,31 @@ def _head_features(model, windows, batch_size=32):
     return feats.reshape(-1, feats.shape[-1]).astype(np.float64)
 
 
-def init_output_layer_explicit_(model, token_ids, eps=1e-3, ridge=1e-3, max_tokens=200_000):
+def _calibrate_temperature(logits, targets, grid=None):
+    """The scale tau (from a grid) minimising the mean cross-entropy of ``tau * logits``."""
+    grid = np.concatenate([[0.0], np.geomspace(0.01, 4.0, 40)]) if grid is None else grid
+    best = (np.inf, 1.0)
+    rows = np.arange(len(targets))
+    for tau in grid:
+        s = tau * logits
+        s = s - s.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(s).sum(axis=1))
+        loss = float((lse - s[rows, targets]).mean())
+        if loss < best[0]:
+            best = (loss, float(tau))
+    return best[1], best[0]
+
+
+def init_output_layer_explicit_(model, token_ids, eps=1.0, ridge=1e-3, max_tokens=200_000,
+                                calibrate=True):
     """Set a LanguageModel's output layer from the projected explicit solution (module
-    docstring). Uses at most ``max_tokens`` training tokens. Returns the fit's R^2."""
+    docstring). Uses at most ``max_tokens`` training tokens. ``eps`` is the additive smoothing
+    of the bigram counts (1 = Laplace: least squares fits bounded log-probabilities better than
+    the near -inf of unseen pairs). With ``calibrate``, the fitted logits are then scaled by the
+    temperature that minimises the training cross-entropy on up to 4000 positions (the role the
+    1/K scale plays in the closed form; ``tau = 0``, a uniform output, is among the candidates,
+    so the calibrated head is never worse than uniform there). Returns a dict with the fit's R^2,
+    the temperature and the calibrated training loss."""
     cfg = model.config
     if cfg.tie_weights:
         raise ValueError("init_output_layer_explicit_: the model ties its output layer to the "
@@ -207,9 +229,9 @@ def init_output_layer_explicit_(model, token_ids, eps=1e-3, ridge=1e-3, max_toke
                          "overwrite the embedding. Use method='cipher' or untied weights.")
     ids = _check_ids(token_ids, cfg.vocab_size, "init_output_layer_explicit_")[:max_tokens + 1]
     L = min(cfg.context_length, len(ids) - 1)
-    windows, _ = stream_windows(ids, L)
+    windows, next_ids = stream_windows(ids, L)
     H = _head_features(model, windows)                      # (M, D)
-    current = windows.reshape(-1)
+    current, targets = windows.reshape(-1), next_ids.reshape(-1)
     S, rowmean = bigram_explicit_logits(ids, cfg.vocab_size, eps)
     V, D = cfg.vocab_size, H.shape[1]
     # H^T Lc = (H^T C) (S - rowmean 1^T), C the one-hot matrix of the current tokens
@@ -219,20 +241,23 @@ def init_output_layer_explicit_(model, token_ids, eps=1e-3, ridge=1e-3, max_toke
     gram = H.T @ H
     lam = ridge * np.trace(gram) / D
     W = np.linalg.solve(gram + lam * np.eye(D), rhs)        # (D, V)
-    init.copy_(model.head.weight, W.T)
-    if model.head.bias is not None:
-        init.zeros_(model.head.bias)
-    # R^2 of the fit on (at most) the first 2000 positions: how much of the explicit solution
+    # R^2 of the fit on (at most) the first 4000 positions: how much of the explicit solution
     # the model's initial features can express
-    n = min(len(current), 2000)
+    n = min(len(current), 4000)
     fitted = H[:n] @ W
     target = np.asarray(S[current[:n]].todense()) - rowmean[current[:n]][:, None]
     total = ((target - target.mean(axis=0)) ** 2).sum()
-    return float(1.0 - ((fitted - target) ** 2).sum() / max(total, 1e-300))
+    r2 = float(1.0 - ((fitted - target) ** 2).sum() / max(total, 1e-300))
+    tau, loss = (_calibrate_temperature(fitted, targets[:n]) if calibrate else (1.0, None))
+    init.copy_(model.head.weight, tau * W.T)
+    if model.head.bias is not None:
+        init.zeros_(model.head.bias)
+    return {"fit_r2": r2, "temperature": tau, "train_loss": loss}
 
 
 def init_language_model(model, token_ids, method="random", bits=None, window=2,
-                        embedding="cipher", rounds=2, eps=1e-3, seed=0, max_tokens=200_000):
+                        embedding="cipher", rounds=2, eps=1e-3, seed=0, max_tokens=200_000,
+                        emb_scale="match"):
     """Warm-start ``model`` (LanguageModel or SAFULanguageModel) in place; see the module
     docstring. Returns a dict describing what was done."""
     if method not in METHODS:
@@ -281,7 +306,7 @@ def init_language_model(model, token_ids, method="random", bits=None, window=2,
                              "vectors, which a projection would not keep); pass bits")
         model.set_embedding(vectors)
     else:
-        init_embedding_(model.tok_emb, vectors, scale="match", center=kind == "cooc", seed=seed)
+        init_embedding_(model.tok_emb, vectors, scale=emb_scale, center=kind == "cooc", seed=seed)
     if method == "explicit":
         if is_safu:
             inputs, targets = stream_windows(ids[:max_tokens + 1], 64 if len(ids) > 64
@@ -290,7 +315,7 @@ def init_language_model(model, token_ids, method="random", bits=None, window=2,
             report["output"] = "explicit SAFU solution"
             report["train_loss"] = float(result["loss"])
         else:
-            r2 = init_output_layer_explicit_(model, ids, eps=eps, max_tokens=max_tokens)
+            fit = init_output_layer_explicit_(model, ids, max_tokens=max_tokens)
             report["output"] = "bigram explicit solution projected on the head's features"
-            report["fit_r2"] = r2
+            report.update(fit)
     return report
