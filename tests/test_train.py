@@ -260,3 +260,27 @@ def test_attention_map(trained, tmp_path):
     path = plot_attention_map(model, tok, "the cat sat", str(tmp_path / "attn.png"))
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+class _InterruptingStream(io.StringIO):
+    """Sends the process a Ctrl-C (SIGINT) when the progress line of step 3 is written."""
+
+    def write(self, text):
+        if text.split()[:2] == ["step", "3/10"]:
+            import signal
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().write(text)
+
+
+def test_ctrl_c_stops_after_the_step_and_writes_a_checkpoint(corpus, tmp_path):
+    import signal
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is handled by someone else in this process")
+    out = tmp_path / "run"
+    stream = _InterruptingStream()
+    result = train(tiny_config(corpus, out, steps=10, log_every=1), stream=stream)
+    assert result["step"] == 3
+    assert "stopping after this step" in stream.getvalue()
+    assert "continue with: tinyfw train --resume" in stream.getvalue()
+    assert load_checkpoint(str(out / "ckpt.npz"))["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored

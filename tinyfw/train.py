@@ -326,11 +326,13 @@ def estimate_loss(model, ids, batch_size, context_length, iters, seed, device="c
     model.eval()
     rng = np.random.default_rng(seed)
     total = 0.0
-    for _ in range(iters):
-        x, y = get_batch(ids, batch_size, context_length, rng)
-        _, loss = model(tensor(x, device=device), tensor(y, device=device))
-        total += loss.item()
-    model.train(was_training)
+    try:
+        for _ in range(iters):
+            x, y = get_batch(ids, batch_size, context_length, rng)
+            _, loss = model(tensor(x, device=device), tensor(y, device=device))
+            total += loss.item()
+    finally:
+        model.train(was_training)
     return total / iters
 
 
@@ -419,11 +421,6 @@ class _StopRequest:
 
 
 # ----------------------------------------------------------------------------------- training
-def _sample_prompt_ids(tokenizer):
-    from .sample import start_ids
-    return start_ids(tokenizer)
-
-
 def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
     """Run (or continue, ``resume=True``) the training described by ``cfg``.
 
