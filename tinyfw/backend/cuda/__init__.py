@@ -16,6 +16,8 @@ if not _cuda.is_available():
         "run the CUDA kernels in Numba's (slow) simulator.")
 
 from .runtime import SIMULATOR, is_device_array  # noqa: E402,F401
+from .host_fallback import *  # noqa: E402,F401,F403  fused references by host round trip,
+#                                                      replaced below by the kernels
 from .creation import *  # noqa: E402,F401,F403
 from .elementwise import *  # noqa: E402,F401,F403
 from .reduction import *  # noqa: E402,F401,F403
@@ -29,3 +31,7 @@ from .gelu import *  # noqa: E402,F401,F403
 from .adam import *  # noqa: E402,F401,F403
 
 DEVICE = "cuda"
+
+#: fused names still served by a host round trip (no CUDA kernel yet)
+HOST_FALLBACKS = sorted(name for name, value in list(globals().items())
+                        if getattr(value, "host_fallback", None) is True)
