@@ -149,10 +149,23 @@ def _fw():
     return tinyfw
 
 
+# Where each functional lives when ``tinyfw.nn.functional`` does not (yet) re-export it.
+_OP_MODULES = {"scaled_dot_product_attention": "attention", "layer_norm": "norms",
+               "rms_norm": "norms", "linear_attention": "fast_weights",
+               "delta_rule": "fast_weights", "cross_entropy": "nn"}
+
+
 def _functional(name):
-    """``tinyfw.nn.functional.<name>`` or NotAvailable."""
+    """``tinyfw.nn.functional.<name>`` (or the op in ``tinyfw.ops``), else NotAvailable."""
+    import importlib
     import tinyfw.nn.functional as F
     fn = getattr(F, name, None)
+    if fn is None and name in _OP_MODULES:
+        try:
+            module = importlib.import_module(f"tinyfw.ops.{_OP_MODULES[name]}")
+            fn = getattr(module, name, None)
+        except ImportError:
+            fn = None
     if fn is None:
         raise NotAvailable(f"not available yet: tinyfw.nn.functional.{name} is missing")
     return fn
@@ -289,7 +302,8 @@ def _fast_weight_form_kwargs(fn, form):
     choice of name), or NotAvailable when the op has no such switch."""
     import inspect
     params = inspect.signature(fn).parameters
-    for name, values in (("form", {"recurrent": "recurrent", "chunked": "chunked"}),
+    for name, values in (("method", {"recurrent": "recurrent", "chunked": "chunked"}),
+                         ("form", {"recurrent": "recurrent", "chunked": "chunked"}),
                          ("mode", {"recurrent": "recurrent", "chunked": "chunked"}),
                          ("chunk_size", {"recurrent": None, "chunked": 64})):
         if name in params:
