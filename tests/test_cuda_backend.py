@@ -54,7 +54,7 @@ def test_every_primitive_is_defined():
 def test_simulator_launch_sizes_exercise_several_blocks():
     # The tests below rely on these being small under the simulator (multi-block, multi-pass).
     if runtime.SIMULATOR:
-        assert runtime.THREADS <= 32 and reduction_module.CHUNK <= 64 and runtime.TILE <= 4
+        assert runtime.THREADS <= 8 and reduction_module.CHUNK <= 16 and runtime.TILE <= 4
 
 
 # ----------------------------------------------------------------------------------------------

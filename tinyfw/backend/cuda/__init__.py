@@ -29,6 +29,8 @@ from .cross_entropy import *  # noqa: E402,F401,F403
 from .embedding import *  # noqa: E402,F401,F403
 from .gelu import *  # noqa: E402,F401,F403
 from .adam import *  # noqa: E402,F401,F403
+from .norms import *  # noqa: E402,F401,F403
+from .attention import *  # noqa: E402,F401,F403
 
 DEVICE = "cuda"
 

@@ -74,7 +74,7 @@ def cross_entropy_forward(logits, target, ignore_index):
     target = _targets(op, logits, target, ignore_index)
     n, c = logits.shape
     loss, lse = empty((n,), logits.dtype), empty((n,), logits.dtype)
-    launch_rows(cross_entropy_forward_kernel(), n, loss, lse, flat(logits), target, n, c,
+    launch_rows(cross_entropy_forward_kernel(), n, c, loss, lse, flat(logits), target, n, c,
                 int(ignore_index))
     return loss, lse
 

@@ -21,7 +21,7 @@ from numba.core import config
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
 #: Threads per block of the 1-D kernels (a power of two: the shared-memory trees halve it).
-THREADS = 32 if SIMULATOR else 256
+THREADS = 8 if SIMULATOR else 256
 #: Most blocks one launch uses; the kernels' grid-stride loops cover any remaining work.
 MAX_BLOCKS = 4 if SIMULATOR else 65535
 #: Elements each thread of a row reduction sums before the shared-memory tree; a block reduces a
@@ -200,15 +200,23 @@ def strided_offset(i, shape, strides):
     return offset
 
 
-def launch_rows(kernel, rows, *args):
-    """Launch a block-per-row ``kernel`` (blocks loop over rows ``blockIdx.x, + gridDim.x, ...``)."""
+def launch_rows(kernel, rows, cols, *args):
+    """Launch a block-per-row ``kernel`` over ``rows`` rows of ``cols`` elements.
+
+    Blocks loop over rows (``blockIdx.x, + gridDim.x, ...``); a block has the smallest power of
+    two of threads that covers a row, at most THREADS, so short rows do not idle a full block.
+    """
     if rows > 0:
-        launch(kernel, max(1, min(rows, MAX_BLOCKS)), THREADS, *args)
+        threads = 1
+        while threads < min(cols, THREADS):
+            threads *= 2
+        launch(kernel, max(1, min(rows, MAX_BLOCKS)), threads, *args)
 
 
 # ----------------------------------------------------------------------------------------------
 # Block-wide reductions for block-per-row kernels. Every thread of the block must call them (they
-# synchronise); ``buffer`` is a float64 shared array of THREADS entries owned by the caller.
+# synchronise); ``buffer`` is a float64 shared array of THREADS entries owned by the caller, and
+# the block size is a power of two (launch_rows).
 # ----------------------------------------------------------------------------------------------
 
 @cuda.jit(device=True, inline=True)
@@ -216,7 +224,7 @@ def block_sum(buffer, t, value):
     """The sum over the block of each thread's ``value`` (returned to every thread)."""
     buffer[t] = value
     cuda.syncthreads()
-    width = THREADS // 2
+    width = cuda.blockDim.x // 2
     while width > 0:
         if t < width:
             buffer[t] += buffer[t + width]
@@ -232,7 +240,7 @@ def block_max(buffer, t, value):
     """The maximum over the block of each thread's ``value`` (NaN propagates)."""
     buffer[t] = value
     cuda.syncthreads()
-    width = THREADS // 2
+    width = cuda.blockDim.x // 2
     while width > 0:
         if t < width:
             other = buffer[t + width]

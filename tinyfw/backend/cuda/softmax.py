@@ -20,13 +20,13 @@ __all__ = ["softmax_forward", "softmax_backward", "log_softmax_forward", "log_so
 def row_max_logsumexp(buffer, t, x, base, cols):
     """(max, log(sum(exp(x - max)))) of ``x[base : base + cols]``, computed by the whole block."""
     m = -math.inf
-    for j in range(t, cols, THREADS):
+    for j in range(t, cols, cuda.blockDim.x):
         v = x[base + j]
         if v > m or v != v:
             m = v
     m = block_max(buffer, t, m)
     s = 0.0
-    for j in range(t, cols, THREADS):
+    for j in range(t, cols, cuda.blockDim.x):
         s += math.exp(x[base + j] - m)
     s = block_sum(buffer, t, s)
     return m, math.log(s)
@@ -41,7 +41,7 @@ def softmax_forward_kernel(log):
         for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
             base = r * cols
             m, lse = row_max_logsumexp(buffer, t, x, base, cols)
-            for j in range(t, cols, THREADS):
+            for j in range(t, cols, cuda.blockDim.x):
                 if log:
                     y[base + j] = x[base + j] - m - lse
                 else:
@@ -58,10 +58,10 @@ def softmax_backward_kernel(log):
         for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
             base = r * cols
             s = 0.0
-            for j in range(t, cols, THREADS):
+            for j in range(t, cols, cuda.blockDim.x):
                 s += dy[base + j] if log else dy[base + j] * y[base + j]
             s = block_sum(buffer, t, s)
-            for j in range(t, cols, THREADS):
+            for j in range(t, cols, cuda.blockDim.x):
                 if log:
                     dx[base + j] = dy[base + j] - math.exp(y[base + j]) * s
                 else:
@@ -77,7 +77,7 @@ def _forward(op, x, log):
     y = empty(x.shape, x.dtype)
     cols = tuple(x.shape)[-1]
     rows = prod(x.shape[:-1]) if cols else 0
-    launch_rows(softmax_forward_kernel(log), rows, flat(y), flat(x), rows, cols)
+    launch_rows(softmax_forward_kernel(log), rows, cols, flat(y), flat(x), rows, cols)
     return y
 
 
@@ -88,7 +88,7 @@ def _backward(op, y, dy, log):
     dx = empty(y.shape, y.dtype)
     cols = tuple(y.shape)[-1] if y.ndim else 0
     rows = prod(y.shape[:-1]) if cols else 0
-    launch_rows(softmax_backward_kernel(log), rows, flat(dx), flat(y), flat(dy), rows, cols)
+    launch_rows(softmax_backward_kernel(log), rows, cols, flat(dx), flat(y), flat(dy), rows, cols)
     return dx
 
 
@@ -110,3 +110,27 @@ def log_softmax_forward(x):
 def log_softmax_backward(y, dy):
     """dx = dy - exp(y) * sum(dy) over the last axis."""
     return _backward("log_softmax_backward", y, dy, True)
+
+
+@kernel_factory
+def logsumexp_kernel():
+    """``out[r] = log(sum(exp(x[r, :])))`` per row, computed stably (block per row)."""
+    def kernel(out, x, rows, cols):
+        buffer = cuda.shared.array(THREADS, numba.float64)
+        t = cuda.threadIdx.x
+        for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
+            m, log_sum = row_max_logsumexp(buffer, t, x, r * cols, cols)
+            if t == 0:
+                out[r] = m + log_sum
+    return cuda.jit(kernel)
+
+
+def logsumexp_last_axis(x):
+    """``log(sum(exp(x), axis=-1))`` of a float device array (..., C) -> (...)."""
+    x = device_array(x, "logsumexp")
+    check_float("logsumexp", x=x)
+    shape = tuple(x.shape)
+    out = empty(shape[:-1], x.dtype)
+    rows = prod(shape[:-1]) if shape[-1] else 0
+    launch_rows(logsumexp_kernel(), rows, shape[-1], flat(out), flat(x), rows, shape[-1])
+    return out
