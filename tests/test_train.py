@@ -81,7 +81,8 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(corpus, tmp_path):
     first = train(tiny_config(corpus, tmp_path / "split", **kw), stop_after=6, quiet=True)
     assert first["step"] == 6
     assert load_checkpoint(str(tmp_path / "split" / "ckpt.npz"))["step"] == 6
-    cfg = resolve_resume_config(str(tmp_path / "split" / "ckpt.npz"), {"out": str(tmp_path / "split")})
+    split = str(tmp_path / "split")
+    cfg = resolve_resume_config(os.path.join(split, "ckpt.npz"), {"out": split})
     second = train(cfg, resume=True, quiet=True)
 
     assert second["step"] == 12

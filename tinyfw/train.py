@@ -454,8 +454,8 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
         tok = ckpt["tokenizer"]
         tokenizer = Tokenizer.from_dict(json.loads(tok) if isinstance(tok, str) else tok)
     tokenizer, ids, data_info = prepare_data(cfg, tokenizer, log)
-    if ckpt is not None and ckpt.get("data", {}).get("text_sha256") not in (None,
-                                                                            data_info["text_sha256"]):
+    trained_on = (ckpt or {}).get("data", {}).get("text_sha256")
+    if trained_on is not None and trained_on != data_info["text_sha256"]:
         log(f"warning: the corpus {data_info['source']} differs from the one the checkpoint was "
             "trained on; training continues on the new text")
 
