@@ -285,3 +285,23 @@ def test_ctrl_c_stops_after_the_step_and_writes_a_checkpoint(corpus, tmp_path):
     assert "continue with: tinyfw train --resume" in stream.getvalue()
     assert load_checkpoint(str(out / "ckpt.npz"))["step"] == 3
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_resume_on_a_different_corpus_warns(corpus, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(corpus, out, steps=4, eval_every=2), stop_after=2, quiet=True)
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT[::-1], encoding="utf-8")   # same characters, different text
+    cfg = resolve_resume_config(str(out / "ckpt.npz"), {"out": str(out), "data": str(other)})
+    stream = io.StringIO()
+    assert train(cfg, resume=True, stream=stream)["step"] == 4
+    assert "differs from the one the checkpoint was trained on" in stream.getvalue()
+
+
+@pytest.mark.parametrize("kind, extra", [("word", {}), ("bpe", {"vocab_size": 300})])
+def test_word_and_bpe_tokenizers_train_and_sample(corpus, tmp_path, kind, extra):
+    result = train(tiny_config(corpus, tmp_path / kind, steps=3, eval_every=3, tokenizer=kind,
+                               sample_tokens=5, **extra), quiet=True)
+    assert result["tokenizer"].kind == kind and isinstance(result["sample"], str)
+    model, tok = load_model(str(tmp_path / kind / "ckpt.npz"))
+    assert tok.to_dict() == result["tokenizer"].to_dict()
