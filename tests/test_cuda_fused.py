@@ -28,15 +28,7 @@ TOL = {np.dtype(np.float32): dict(rtol=2e-5, atol=2e-6),
        np.dtype(np.float64): dict(rtol=1e-11, atol=1e-12)}
 
 #: fused names without a CUDA kernel yet (served by a host round trip)
-EXPECTED_HOST_FALLBACKS = [
-    "delta_rule_backward", "delta_rule_chunked_backward", "delta_rule_chunked_forward",
-    "delta_rule_forward",
-    "linear_attention_backward", "linear_attention_chunked_backward",
-    "linear_attention_chunked_forward", "linear_attention_forward",
-    "safu_block_attention_backward", "safu_block_attention_forward",
-    "safu_block_attention_uncached", "safu_block_scores_from_table",
-    "safu_running_mean_backward", "safu_running_mean_forward", "safu_score_table",
-]
+EXPECTED_HOST_FALLBACKS = []
 
 
 def to_device(value):
@@ -297,3 +289,12 @@ def test_safu_running_mean_and_score_tables(dtype):
     ids = g.integers(0, 4, (2, 5))
     check("safu_block_scores_from_table", dtype, ids, table, 3)
     check("safu_block_scores_from_table", dtype, ids, table, 7)
+
+
+def test_safu_bad_inputs_raise():
+    table = G.from_numpy(np.zeros((4, 4)))
+    with pytest.raises(IndexError, match="safu_block_scores_from_table: an id is out of range"):
+        G.safu_block_scores_from_table(np.array([[0, 4]]), table, 2)
+    x = G.from_numpy(np.zeros((1, 3, 2)))
+    with pytest.raises(ValueError, match="block must be an int >= 1"):
+        G.safu_block_attention_forward(x, x, 0)

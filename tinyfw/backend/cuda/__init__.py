@@ -31,6 +31,8 @@ from .gelu import *  # noqa: E402,F401,F403
 from .adam import *  # noqa: E402,F401,F403
 from .norms import *  # noqa: E402,F401,F403
 from .attention import *  # noqa: E402,F401,F403
+from .fast_weights import *  # noqa: E402,F401,F403
+from .safu import *  # noqa: E402,F401,F403
 
 DEVICE = "cuda"
 
