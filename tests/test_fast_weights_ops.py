@@ -500,3 +500,112 @@ def test_bad_method_and_chunk_size():
         FW.linear_attention(q, k, v, method="fast")
     with pytest.raises(ValueError, match=r"delta_rule: chunk_size must be an integer >= 1"):
         FW.delta_rule(q, k, v, t(np.full((1, 2, 4), 0.5)), chunk_size=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# nn.FastWeightAttention, the token mixer
+# ---------------------------------------------------------------------------------------------
+
+from tinyfw.nn.fast_weights import FastWeightAttention  # noqa: E402
+
+LAYER_CONFIGS = [(fm, up) for fm in ("elu", "dpfp", "favor") for up in ("sum", "delta")]
+
+
+def _layer(feature_map, update, **kw):
+    fw.manual_seed(0)
+    layer = FastWeightAttention(8, 2, feature_map=feature_map, nu=2, update=update,
+                                dtype=np.float64, **kw)
+    layer.eval()      # FAVOR+ keeps its projection fixed in eval mode
+    return layer
+
+
+@pytest.mark.parametrize("feature_map, update", LAYER_CONFIGS)
+def test_layer_shapes_causality_and_carry_over(feature_map, update):
+    layer = _layer(feature_map, update)
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((2, 9, 8))
+    y, state = layer(t(x), return_state=True)
+    assert y.shape == (2, 9, 8) and y.dtype == np.float64
+    for key, shape in layer.state_shapes(2).items():
+        assert state[key].shape == shape
+    # causality: later inputs leave earlier outputs bit-identical
+    x2 = x.copy()
+    x2[:, 5:] = rng.standard_normal((2, 4, 8))
+    y2 = layer(t(x2)).numpy()
+    np.testing.assert_array_equal(y2[:, :5], y.numpy()[:, :5])
+    assert not np.allclose(y2[:, 5:], y.numpy()[:, 5:])
+    # carry-over: [x1; x2] == x1, then x2 from x1's state; and token by token
+    ya, sa = layer(t(x[:, :4]), return_state=True)
+    yb, sb = layer(t(x[:, 4:]), state=sa, return_state=True)
+    np.testing.assert_allclose(np.concatenate([ya.numpy(), yb.numpy()], 1), y.numpy(),
+                               atol=1e-12)
+    for key in state:
+        np.testing.assert_allclose(sb[key].numpy(), state[key].numpy(), atol=1e-12)
+    s, pieces = None, []
+    for i in range(9):
+        yi, s = layer(t(x[:, i:i + 1]), state=s, return_state=True)
+        pieces.append(yi.numpy())
+    np.testing.assert_allclose(np.concatenate(pieces, 1), y.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("feature_map, update", [("dpfp", "delta"), ("elu", "sum"),
+                                                 ("favor", "delta")])
+def test_layer_gradcheck(feature_map, update):
+    layer = _layer(feature_map, update)
+    x = t(np.random.default_rng(21).standard_normal((1, 4, 8)), True)
+    assert fw.gradcheck(lambda x: layer(x), (x,))
+    # parameters get gradients of the right shape
+    layer(x).sum().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape, name
+
+
+def test_layer_favor_redraws_in_training_only():
+    layer = _layer("favor", "sum")
+    x = t(np.random.default_rng(22).standard_normal((1, 5, 8)))
+    np.testing.assert_array_equal(layer(x).numpy(), layer(x).numpy())
+    layer.train()
+    assert not np.allclose(layer(x).numpy(), layer(x).numpy())
+    # a continued sequence keeps the projection it started with, also in training
+    y, state = layer(t(x.numpy()[:, :3]), return_state=True)
+    _, state2 = layer(t(x.numpy()[:, 3:]), state=state, return_state=True)
+    assert state2["projection"] is state["projection"]
+    assert "projection" in dict(layer.named_buffers())
+
+
+def test_layer_in_language_model_generates():
+    from tinyfw.nn import models
+    for mixer in ("linear", "delta"):
+        fw.manual_seed(0)
+        cfg = models.ModelConfig(vocab_size=11, context_length=16, n_layers=2, n_heads=2,
+                                 d_model=8, mixer=mixer)
+        model = models.LanguageModel(cfg)
+        model.eval()
+        ids = fw.tensor(np.array([[1, 2, 3, 4, 5]]))
+        logits = model(ids).numpy()
+        # continuing from the state gives the same logits as the whole sequence
+        out, state = model(fw.tensor(np.array([[1, 2, 3]])), return_state=True)
+        out2, _ = model(fw.tensor(np.array([[4, 5]])), state=state, return_state=True)
+        np.testing.assert_allclose(np.concatenate([out.numpy(), out2.numpy()], 1), logits,
+                                   atol=1e-5)
+        assert model.generate(ids, max_new_tokens=4).shape == (1, 9)
+
+
+def test_layer_bad_arguments():
+    with pytest.raises(ValueError, match="FastWeightAttention: d_model=10 must be a positive "
+                                         "multiple of n_heads=4"):
+        FastWeightAttention(10, 4)
+    with pytest.raises(ValueError, match="feature_map must be one of"):
+        FastWeightAttention(8, 2, feature_map="relu")
+    with pytest.raises(ValueError, match="update must be one of"):
+        FastWeightAttention(8, 2, update="hebb")
+    with pytest.raises(ValueError, match=r"DPFP needs an integer nu with 1 <= nu < head_dim = 4"):
+        FastWeightAttention(8, 2, feature_map="dpfp", nu=4)
+    layer = _layer("elu", "sum")
+    with pytest.raises(ValueError, match=r"input must be \(batch, length, 8\), got \(2, 8\)"):
+        layer(t(np.zeros((2, 8))))
+    with pytest.raises(ValueError, match=r"state must be the dict with keys \['S', 'z'\]"):
+        layer(t(np.zeros((1, 3, 8))), state={"S": t(np.zeros((1, 2, 4, 4)))})
+    with pytest.raises(ValueError, match=r"state\['S'\] must be \(1, 2, 4, 4\)"):
+        layer(t(np.zeros((1, 3, 8))), state={"S": t(np.zeros((2, 2, 4, 4))),
+                                             "z": t(np.zeros((1, 2, 4)))})
