@@ -103,7 +103,7 @@ def initialise(kind, model, method, train_ids, args):
     embedding = "cooc" if method.startswith("cooc") else "cipher"
     if kind == "safu":
         report = init_language_model(model, train_ids, "explicit", embedding=embedding,
-                                     window=args.window, rounds=args.rounds,
+                                     window=args.window, rounds=args.rounds, eps=args.eps,
                                      max_tokens=args.explicit_tokens)
     else:
         report = init_language_model(model, train_ids, "explicit", embedding=embedding,
@@ -218,6 +218,7 @@ def main(argv=None):
     p.add_argument("--block", type=int, default=8)
     p.add_argument("--radial", type=int, default=3)
     p.add_argument("--rounds", type=int, default=1, help="explicit attention rounds")
+    p.add_argument("--eps", type=float, default=0.1, help="explicit solution count smoothing")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--context", type=int, default=64)
     p.add_argument("--steps", type=int, default=400)
