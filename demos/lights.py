@@ -1,6 +1,6 @@
 """A tiny model that turns a transcribed voice command into ON / OFF / NOTHING for the lights.
 
-    python demos/lights.py                # trains in well under a minute on one core
+    python demos/lights.py                # about 30 s of CPU time on one core
     python demos/lights.py --seed 3 --steps 600
 
 The commands are generated from parts (verbs, objects, polite wrappers, word orders, filler
