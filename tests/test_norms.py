@@ -12,10 +12,18 @@ from tinyfw.nn.normalization import LayerNorm, RMSNorm
 from tinyfw.ops.norms import layer_norm, rms_norm
 
 DTYPES = [np.float32, np.float64]
-# kernel vs reference: the kernel sums rows in float64 (NumPy sums float32 rows in float32, pairwise)
+# kernel vs reference: the kernel sums rows in float64 (NumPy: float32, pairwise)
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 AFFINE = [(True, True), (True, False), (False, False), (False, True)]
 SHAPES = [(1, 1), (7,), (3, 5), (2, 3, 17), (4, 1, 33), (0, 4)]
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def path(request, monkeypatch):
+    """Run the kernels on the calling thread or through the prange drivers, whatever the size."""
+    threshold = 0 if request.param == "parallel" else 1 << 62
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", threshold)
+    return request.param
 
 
 def rng(seed=0):
@@ -59,7 +67,7 @@ def numeric_vjp(f, x, dy, h=1e-6):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", AFFINE)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_layer_norm_kernels_match_reference(shape, affine, dtype):
+def test_layer_norm_kernels_match_reference(shape, affine, dtype, path):
     x, w, b, dy = make(shape, dtype, affine)
     want = ref.layer_norm_forward(x, w, b, 1e-5)
     got = kernels.layer_norm_forward(x, w, b, 1e-5)
@@ -75,7 +83,7 @@ def test_layer_norm_kernels_match_reference(shape, affine, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", AFFINE[:3])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_rms_norm_kernels_match_reference(shape, affine, dtype):
+def test_rms_norm_kernels_match_reference(shape, affine, dtype, path):
     x, w, _, dy = make(shape, dtype, affine)
     want = ref.rms_norm_forward(x, w, 1e-6)
     got = kernels.rms_norm_forward(x, w, 1e-6)
@@ -87,7 +95,7 @@ def test_rms_norm_kernels_match_reference(shape, affine, dtype):
         assert_close(g, r, dtype, name)
 
 
-def test_kernels_accept_non_contiguous_inputs():
+def test_kernels_accept_non_contiguous_inputs(path):
     x, w, b, dy = make((6, 9), np.float64, (True, True))
     xt, dyt = x.T, dy.T           # (9, 6) views with strides the kernels must not misread
     w6, b6 = w[:6].copy(), b[:6].copy()

@@ -86,7 +86,7 @@ class CausalSelfAttention(Module):
 
 
 def attention_probabilities(layer, x):
-    """Attention weights (B, H, L, L) of a ``CausalSelfAttention`` ``layer`` on its input x (B, L, D).
+    """Attention weights (B, H, L, L) of a ``CausalSelfAttention`` ``layer`` on its input x.
 
     For attention-map figures: ``attention_probabilities(model.blocks[0].mixer, h)[0]`` is the
     (H, L, L) map of the first sample (``tinyfw.plots.attention_probabilities`` builds ``h``).

@@ -20,7 +20,7 @@ def _shape(name, normalized_shape):
 
 
 class LayerNorm(Module):
-    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last ``len(normalized_shape)`` dims.
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the trailing ``normalized_shape`` dims.
 
     ``bias=False`` drops the bias (as nanoGPT allows); ``elementwise_affine=False`` drops both.
     """

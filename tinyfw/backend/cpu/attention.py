@@ -1,11 +1,11 @@
 """Numba kernels for softmax attention (same names and meaning as
 ``backend/reference/attention.py``, which documents the math and the causal ``offset``).
 
-Design, chosen by measurement (numbers in the module docstring of ``tests/test_attention.py``'s
-companion report; the short version: plain loops beat ``np.dot`` per head inside ``prange``):
+Design, chosen by measurement (see "Measured" below): plain loops, not ``np.dot`` per head.
 
 - ``prange`` over the ``B * H`` (batch, head) pairs; each pair owns its slices of every output,
-  so threads never write the same memory.
+  so threads never write the same memory. Small problems run on the calling thread
+  (``PARALLEL_MIN_WORK``).
 - One query row at a time, never the ``(Lq, Lk)`` score matrix: the scores of row ``i`` live in an
   ``Lk`` buffer, so memory stays ``O(L)`` per thread at any context length, and causal rows stop
   at their last visible key (half the work of a dense masked product).
@@ -15,13 +15,23 @@ companion report; the short version: plain loops beat ``np.dot`` per head inside
 - The backward recomputes ``p = exp(s - lse)`` row by row from the forward's log-sum-exp.
 - Arithmetic stays in the input dtype (float32 SIMD is twice as wide); the softmax denominator is
   summed in float64. ``fastmath`` allows reassociating sums (the dot products over ``d`` become
-  SIMD reductions) but keeps IEEE inf/NaN semantics, which the ``-inf``-free masking relies on
-  anyway.
+  SIMD reductions) but keeps IEEE inf/NaN semantics (masked keys are skipped, never set to
+  ``-inf``, so no inf arithmetic is needed in the first place).
 
-Why not ``np.dot`` per head: inside ``prange`` every call goes to a BLAS that runs its own thread
-pool, so the two pools fight for the cores; measured on the 2-core CI machine this was both slower
-and far more erratic than the loops at the nanoGPT shape, and the dense masked ``(L, L)`` products
-do twice the causal work.
+Measured (2-core CI-class machine, CPU ms per call, min of repeats, forward/backward, causal;
+NumPy reference / ``np.dot`` per head inside ``prange`` / these loops):
+
+    single thread  float32 (12, 4, 64, 32)    6.0/9.9     1.4/1.9     1.5/2.8
+                   float32 (1, 4, 1024, 32)   87/123      28/35       23/49
+                   float64 (1, 4, 1024, 32)   82/141      45/91       37/77
+    2 threads, a busy machine, wall ms:
+                   float32 (1, 4, 1024, 32)   593/1269    358/963     116/150
+                   float32 (4, 4, 256, 32)    1084/251    216/1356    32/52
+
+Single-threaded, BLAS wins the small backward (its GEMMs are register-tiled). Run in ``prange``,
+the ``np.dot`` version was several times slower and erratic at the larger shapes, where BLAS
+starts its own threads (our reading: the BLAS pool and Numba's threads compete for the cores),
+while the loops kept their single-thread speed-up. The loops are the robust choice.
 """
 import numpy as np
 from numba import njit, prange
@@ -32,12 +42,22 @@ __all__ = ["attention_forward", "attention_backward"]
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _attention_forward_kernel(q, k, v, scale, causal, offset, o, lse):
+# Below this many multiply-adds (B * H * Lq * Lk * (D + Dv)) one thread does the whole job: waking
+# Numba's thread pool costs more than the work (a generation step is one query row per head),
+# and on a busy machine far more. Tests set it to 0 or to a huge value to exercise both paths.
+PARALLEL_MIN_WORK = 1 << 17
+
+
+# Each kernel handles the (batch, head) pairs bh in [start, stop), flattened as bh = b * H + h;
+# the ``_parallel_*`` drivers give each pair to a thread, the wrappers call the kernels directly
+# (one thread) for small inputs.
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _attention_forward_heads(q, k, v, scale, causal, offset, o, lse, start, stop):
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
     Dv = v.shape[3]
-    for bh in prange(B * H):
+    for bh in range(start, stop):
         b = bh // H
         h = bh % H
         kT = np.ascontiguousarray(k[b, h].T)       # (D, Lk)
@@ -70,12 +90,13 @@ def _attention_forward_kernel(q, k, v, scale, causal, offset, o, lse):
             lse[b, h, i] = m + np.log(denom)
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _attention_backward_kernel(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv):
+@njit(cache=True, fastmath=_FASTMATH)
+def _attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv, start,
+                              stop):
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
     Dv = v.shape[3]
-    for bh in prange(B * H):
+    for bh in range(start, stop):
         b = bh // H
         h = bh % H
         kT = np.ascontiguousarray(k[b, h].T)       # (D, Lk)
@@ -120,6 +141,24 @@ def _attention_backward_kernel(do, q, k, v, o, lse, scale, causal, offset, dq, d
         dv[b, h] = dvb
 
 
+@njit(parallel=True, cache=True)
+def _parallel_attention_forward(q, k, v, scale, causal, offset, o, lse):
+    for bh in prange(q.shape[0] * q.shape[1]):
+        _attention_forward_heads(q, k, v, scale, causal, offset, o, lse, bh, bh + 1)
+
+
+@njit(parallel=True, cache=True)
+def _parallel_attention_backward(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv):
+    for bh in prange(q.shape[0] * q.shape[1]):
+        _attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv, bh,
+                                  bh + 1)
+
+
+def _parallel(q, k, v):
+    B, H, Lq, D = q.shape
+    return B * H > 1 and B * H * Lq * k.shape[2] * (D + v.shape[3]) >= PARALLEL_MIN_WORK
+
+
 def _check(name, q, k, v, offset):
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(f"{name}: q, k, v must be (B, H, L, D), got shapes {q.shape}, {k.shape}, "
@@ -127,7 +166,8 @@ def _check(name, q, k, v, offset):
     if (q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] or q.shape[3] != k.shape[3]
             or k.shape[2] < 1 or q.shape[3] < 1 or v.shape[3] < 1):
         raise ValueError(f"{name}: incompatible shapes q {q.shape}, k {k.shape}, v {v.shape} "
-                         "(need q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv), Lk, D, Dv >= 1)")
+                         "(need q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv), "
+                         "Lk, D, Dv >= 1)")
     if offset < 0:
         raise ValueError(f"{name}: causal offset must be >= 0, got {offset}")
 
@@ -139,7 +179,11 @@ def attention_forward(q, k, v, scale, causal, offset=0):
     q, k, v = (np.ascontiguousarray(a, dtype=dt) for a in (q, k, v))
     o = np.empty(q.shape[:3] + (v.shape[3],), dtype=dt)
     lse = np.empty(q.shape[:3], dtype=dt)
-    _attention_forward_kernel(q, k, v, dt.type(scale), bool(causal), int(offset), o, lse)
+    args = (q, k, v, dt.type(scale), bool(causal), int(offset), o, lse)
+    if _parallel(q, k, v):
+        _parallel_attention_forward(*args)
+    else:
+        _attention_forward_heads(*args, 0, q.shape[0] * q.shape[1])
     return o, lse
 
 
@@ -151,6 +195,9 @@ def attention_backward(do, q, k, v, o, lse, scale, causal, offset=0):
     dq = np.empty_like(q)
     dk = np.empty_like(k)
     dv = np.empty_like(v)
-    _attention_backward_kernel(do, q, k, v, o, lse, dt.type(scale), bool(causal), int(offset),
-                               dq, dk, dv)
+    args = (do, q, k, v, o, lse, dt.type(scale), bool(causal), int(offset), dq, dk, dv)
+    if _parallel(q, k, v):
+        _parallel_attention_backward(*args)
+    else:
+        _attention_backward_heads(*args, 0, q.shape[0] * q.shape[1])
     return dq, dk, dv

@@ -54,7 +54,7 @@ def layer_norm_backward(dy, x, w, mean, rstd):
 
 
 def rms_norm_forward(x, w, eps):
-    """x: (..., D), w: (D,) or None -> (y (..., D), rstd (...)) with rstd = 1/sqrt(mean(x^2)+eps)."""
+    """x: (..., D), w: (D,) or None -> (y (..., D), rstd (...)); rstd = 1/sqrt(mean(x^2) + eps)."""
     rstd = 1.0 / np.sqrt((x * x).mean(axis=-1) + eps)
     y = x * rstd[..., None]
     if w is not None:
