@@ -23,6 +23,8 @@ afterwards unless ``retain_graph=True``.
 """
 import functools
 
+import numpy as np
+
 from .backend import backend_for
 
 _grad_enabled = True
@@ -130,6 +132,10 @@ class Function:
                         f"({_describe_devices(args)}); move them with .to(device) first")
                 requires_grad = requires_grad or a.requires_grad
                 raw.append(a.data)
+            elif isinstance(a, np.generic):
+                # NumPy scalars become Python numbers: "weak" scalars that never change a
+                # tensor's dtype (float32 * np.float64(2) stays float32, as in PyTorch)
+                raw.append(a.item())
             else:
                 raw.append(a)
         record = requires_grad and _grad_enabled

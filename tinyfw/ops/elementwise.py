@@ -80,12 +80,18 @@ class Pow(Function):
         da = db = None
         if ctx.needs_input_grad[0]:
             # b * a^(b-1), written so that a = 0 with b >= 1 gives no 0 * inf
-            b_minus_1 = b - 1 if isinstance(b, (int, float)) else be.sub(b, 1)
-            da = be.mul(g, be.mul(b, be.pow(a, b_minus_1)))
+            if isinstance(b, (int, float)):
+                da = be.mul(g, be.mul(b, be.pow(a, b - 1))) if b != 0 else be.mul(g, 0)
+            else:
+                # b a^(b-1), and exactly 0 where b = 0 (else 0 * inf = nan at a = 0)
+                slope = be.mul(b, be.pow(a, be.sub(b, 1)))
+                da = be.mul(g, be.where(be.eq(b, 0), 0, slope))
         if ctx.needs_input_grad[1]:
-            # d(a^b)/db = a^b log a, defined as 0 where a^b is 0 (a = 0, b > 0)
-            log_a = be.log(be.where(be.gt(a, 0), a, 1))
-            db = be.mul(g, be.mul(y, log_a))
+            # d(a^b)/db = a^b log a: NaN for a < 0 (undefined, as PyTorch), and 0 at a = 0
+            # (where a^b is 0 or 1 and PyTorch defines it as 0) instead of 0 * -inf
+            at_zero = be.eq(a, 0)
+            log_a = be.log(be.where(at_zero, 1, a))
+            db = be.mul(g, be.where(at_zero, 0, be.mul(y, log_a)))
         return da, db
 
 
@@ -231,21 +237,25 @@ class Clip(Function):
         return be.where(inside, g, 0), None, None
 
 
-class Maximum(Function):
+class Extremum(Function):
+    """maximum (``use_max``) or minimum of two operands; ties split the gradient equally, as
+    PyTorch's maximum / minimum do."""
+
     @staticmethod
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, use_max):
+        be = ctx.backend
         ctx.save_for_backward(a, b)
-        return ctx.backend.maximum(a, b)
+        ctx.use_max = use_max
+        return be.maximum(a, b) if use_max else be.minimum(a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         be = ctx.backend
-        # ties split the gradient equally, as PyTorch's maximum
-        a_wins = be.astype(be.gt(a, b), g.dtype)
+        a_wins = be.astype(be.gt(a, b) if ctx.use_max else be.lt(a, b), g.dtype)
         tie = be.mul(be.astype(be.eq(a, b), g.dtype), 0.5)
         wa = be.add(a_wins, tie)
-        return be.mul(g, wa), be.mul(g, be.sub(1, wa))
+        return be.mul(g, wa), be.mul(g, be.sub(1, wa)), None
 
 
 class Where(Function):
@@ -301,12 +311,12 @@ clamp = clip
 
 def maximum(a, b):
     _check_broadcast("maximum", a, b)
-    return Maximum.apply(a, b)
+    return Extremum.apply(a, b, True)
 
 
 def minimum(a, b):
     _check_broadcast("minimum", a, b)
-    return neg(Maximum.apply(neg(a), neg(b)))
+    return Extremum.apply(a, b, False)
 
 
 def where(condition, a, b):

@@ -66,6 +66,30 @@ class MaxMin(Function):
         return be.mul(hit, be.div(g, count)), None, None, None
 
 
+class MaxMinAlongDim(Function):
+    """``torch.max(x, dim)`` values: the gradient goes to the returned index only (the first
+    extreme element), not split among ties as for a full reduction."""
+
+    @staticmethod
+    def forward(ctx, x, axis, keepdim, use_max):
+        be = ctx.backend
+        index = be.argmax(x, axis) if use_max else be.argmin(x, axis)
+        kept = _kept_shape(x.shape, (axis,))
+        y = be.max(x, axis=axis, keepdims=keepdim) if use_max else \
+            be.min(x, axis=axis, keepdims=keepdim)
+        ctx.index, ctx.kept, ctx.axis, ctx.shape = be.reshape(index, kept), kept, axis, x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        be = ctx.backend
+        n = ctx.shape[ctx.axis]
+        positions = be.reshape(be.arange(0, n, 1, ctx.index.dtype),
+                               tuple(n if i == ctx.axis else 1 for i in range(len(ctx.shape))))
+        chosen = be.astype(be.eq(positions, ctx.index), g.dtype)
+        return be.mul(chosen, be.reshape(g, ctx.kept)), None, None, None
+
+
 class LogSumExp(Function):
     @staticmethod
     def forward(ctx, x, axes, keepdim):
@@ -138,7 +162,8 @@ def _max_min(x, dim, keepdim, use_max):
     if not isinstance(dim, int):
         return MaxMin.apply(x, normalize_dims(name, dim, x.ndim), keepdim, use_max)
     # torch.max(x, dim) returns (values, indices)
-    values = MaxMin.apply(x, normalize_dims(name, dim, x.ndim), keepdim, use_max)
+    (axis,) = normalize_dims(name, dim, x.ndim)
+    values = MaxMinAlongDim.apply(x, axis, keepdim, use_max)
     indices = (argmax if use_max else argmin)(x, dim, keepdim)
     return MaxResult(values, indices)
 
