@@ -467,3 +467,19 @@ def test_matmul_covers_more_batches_and_row_tiles_than_the_grid(monkeypatch):
     a = rng(22).standard_normal((3, 9, 5))
     b = rng(23).standard_normal((3, 5, 6))
     same(G.matmul(dev(a), dev(b)), C.matmul(a, b))
+
+
+@pytest.mark.parametrize("dtype", FLOATS + [np.int64])
+def test_iadd_updates_the_target_in_place(dtype):
+    # autograd accumulates gradients with backend.iadd(target, value) when a backend has it
+    g = rng(24)
+    target = (g.standard_normal((3, 4)) * 5).astype(dtype)
+    d = dev(target)
+    for value in [(g.standard_normal((3, 4)) * 5).astype(dtype), g.standard_normal(4) * 5, 2]:
+        assert G.iadd(d, dev(value) if isinstance(value, np.ndarray) else value) is None
+        target += np.asarray(value).astype(dtype)
+        same(d, target)
+    with pytest.raises(ValueError, match=r"iadd: shapes \(3, 4\) and \(2, 4\) cannot be"):
+        G.iadd(d, dev(np.ones((2, 4), dtype)))
+    with pytest.raises(ValueError, match=r"iadd: value of shape \(2, 3, 4\) does not broadcast"):
+        G.iadd(d, dev(np.ones((2, 3, 4), dtype)))

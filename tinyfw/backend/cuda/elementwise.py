@@ -19,7 +19,7 @@ __all__ = [
     "neg", "exp", "log", "sqrt", "tanh", "sigmoid", "abs", "sign", "erf",
     "add", "sub", "mul", "div", "pow", "maximum", "minimum",
     "eq", "ne", "lt", "le", "gt", "ge", "where", "clip",
-    "cast_to",
+    "cast_to", "iadd",
 ]
 
 
@@ -362,3 +362,25 @@ def clip(x, lo, hi):
     if hi is not None:
         out = minimum(out, hi)
     return out
+
+
+def iadd(target, value):
+    """``target += value`` in place (``value`` broadcast to ``target``'s shape and cast to its
+    dtype): how autograd accumulates gradients without replacing the array it holds."""
+    if not (is_device_array(target) and target.is_c_contiguous()):
+        raise TypeError("iadd: target must be a C-contiguous cuda device array")
+    check_dtype("iadd", target.dtype, NUMERIC_DTYPES)
+    value = _operand(value, "iadd")
+    shape = tuple(target.shape)
+    if _broadcast_shape("iadd", [target, value]) != shape:
+        raise ValueError(f"iadd: value of shape {tuple(getattr(value, 'shape', ()))} does not "
+                         f"broadcast to the target's shape {shape}")
+    v = _as_dtype(value, target.dtype, "iadd")
+    n = prod(shape)
+    if n:
+        # Thread i reads target[i] and writes target[i] only: safe in place.
+        v_strides = (broadcast_strides(v.shape, shape) if is_device_array(value)
+                     else (0,) * len(shape))
+        kshape, t_strides, kv = coalesce(shape, broadcast_strides(shape, shape), v_strides)
+        launch_1d(map2_kernel("add"), n, flat(target), flat(target), flat(v), kshape, t_strides,
+                  kv, n)

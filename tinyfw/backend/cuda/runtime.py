@@ -20,6 +20,13 @@ from numba.core import config
 #: True when numba.cuda is Numba's simulator (``NUMBA_ENABLE_CUDASIM=1``).
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
+if SIMULATOR:
+    # On a real GPU, a device array's host-side ``.shape`` is a plain tuple, so engine code may
+    # write ``x.shape[-1]``. The simulator's FakeShape refuses negative indices; give it plain
+    # tuple indexing so the simulator behaves like the real device on the host.
+    from numba.cuda.simulator.cudadrv import devicearray as _simulated
+    _simulated.FakeShape.__getitem__ = tuple.__getitem__
+
 #: Threads per block of the 1-D kernels (a power of two: the shared-memory trees halve it).
 THREADS = 8 if SIMULATOR else 256
 #: Most blocks one launch uses; the kernels' grid-stride loops cover any remaining work.
