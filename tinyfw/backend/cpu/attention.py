@@ -18,15 +18,17 @@ Design, chosen by measurement (see "Measured" below): plain loops, not ``np.dot`
   SIMD reductions) but keeps IEEE inf/NaN semantics (masked keys are skipped, never set to
   ``-inf``, so no inf arithmetic is needed in the first place).
 
-Measured (2-core CI-class machine, CPU ms per call, min of repeats, forward/backward, causal;
-NumPy reference / ``np.dot`` per head inside ``prange`` / these loops):
+Measured (2-core CI-class machine shared with other jobs; ms per call, min of repeats,
+forward/backward, causal; NumPy reference / ``np.dot`` per head inside ``prange`` / these loops):
 
-    single thread  float32 (12, 4, 64, 32)    6.0/9.9     1.4/1.9     1.5/2.8
-                   float32 (1, 4, 1024, 32)   87/123      28/35       23/49
-                   float64 (1, 4, 1024, 32)   82/141      45/91       37/77
-    2 threads, a busy machine, wall ms:
-                   float32 (1, 4, 1024, 32)   593/1269    358/963     116/150
-                   float32 (4, 4, 256, 32)    1084/251    216/1356    32/52
+    one thread, CPU time
+        float32 (12, 4, 64, 32)    5.3/9.1     1.2/1.9     1.3/2.4
+        float32 (1, 4, 1024, 32)   69/105      22/32       21/36
+        float64 (1, 4, 1024, 32)   74/117      32/68       32/68
+    two threads, wall time
+        float32 (12, 4, 64, 32)    9.8/12      3.0/1.0     4.0/1.2
+        float32 (1, 4, 1024, 32)   316/477     171/383     44/88
+        float32 (4, 4, 256, 32)    160/143     201/132     8.5/27
 
 Single-threaded, BLAS wins the small backward (its GEMMs are register-tiled). Run in ``prange``,
 the ``np.dot`` version was several times slower and erratic at the larger shapes, where BLAS
@@ -103,8 +105,10 @@ def _attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk
         vT = np.ascontiguousarray(v[b, h].T)       # (Dv, Lk)
         dkb = np.zeros((Lk, D), dtype=q.dtype)      # accumulated over all query rows
         dvb = np.zeros((Lk, Dv), dtype=q.dtype)
+        kb = k[b, h]                                # (Lk, D)
         p = np.empty(Lk, dtype=q.dtype)
         ds = np.empty(Lk, dtype=q.dtype)
+        dqi = np.empty(D, dtype=q.dtype)
         for i in range(Lq):
             n = min(Lk, i + offset + 1) if causal else Lk
             delta = do[b, h, i, 0] * o[b, h, i, 0]  # sum_j p_ij dp_ij, computed as do_i . o_i
@@ -125,18 +129,18 @@ def _attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk
                 p[j] = np.exp(p[j] - li)
             for j in range(n):
                 ds[j] = p[j] * (ds[j] - delta) * scale
-            for j in range(n):
+            qi = q[b, h, i]
+            doi = do[b, h, i]
+            dqi[:] = 0
+            for j in range(n):                      # one pass over the keys for all three
                 pj = p[j]
                 dsj = ds[j]
                 for d in range(Dv):
-                    dvb[j, d] += pj * do[b, h, i, d]
+                    dvb[j, d] += pj * doi[d]
                 for d in range(D):
-                    dkb[j, d] += dsj * q[b, h, i, d]
-            for d in range(D):
-                t = ds[0] * kT[d, 0]
-                for j in range(1, n):
-                    t += ds[j] * kT[d, j]
-                dq[b, h, i, d] = t
+                    dkb[j, d] += dsj * qi[d]
+                    dqi[d] += dsj * kb[j, d]
+            dq[b, h, i] = dqi
         dk[b, h] = dkb
         dv[b, h] = dvb
 
