@@ -68,7 +68,9 @@ def main(argv=None):
     p.add_argument("impl", choices=("tinyfw", "torch"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=None,
+                   help="repetitions after the build (default 2; 1 for PyTorch's token loop, "
+                   "which takes minutes at L=4096)")
     args = p.parse_args(argv)
     if args.impl == "torch":
         import torch
@@ -88,7 +90,8 @@ def main(argv=None):
             return 0
         raise
     import_mb = maxrss_mb()
-    for _ in range(args.repeats):
+    repeats = args.repeats or (1 if args.impl == "torch" and "recurrent" in args.case else 2)
+    for _ in range(repeats):
         step()
     print(json.dumps({"case": args.case, "impl": args.impl, "import_mb": import_mb,
                       "peak_mb": maxrss_mb()}))

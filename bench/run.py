@@ -109,6 +109,13 @@ def run(argv=None):
         H.log(f"warning: BLAS uses {info['blas_threads']} threads, Numba {threads}")
     H.log(f"tinyfw bench: {', '.join(ids)} on {info['cpu']} ({info['cores']} cores), "
           f"{threads} threads" + (", quick" if args.quick else ""))
+    load = info["load_average_start"]
+    if load and threads > 1 and load[0] > 0.75 * (info["cores"] or 1):
+        # OpenMP/BLAS pools spin and wait on each other when the cores are taken: multi-threaded
+        # figures then swing by 10x and more (seen here: a 130 ms step taking seconds)
+        H.log(f"warning: the machine is busy (load {load[0]:.1f} on {info['cores']} cores); "
+              "multi-threaded timings will be unreliable. Wait for a quiet machine or use "
+              "--threads 1.")
 
     H.log("matmul peak (2048 x 2048 float32 numpy.matmul) ...")
     peak = H.matmul_peak(2048, repeats=3 if args.quick else 7)

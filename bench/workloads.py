@@ -312,6 +312,9 @@ def _fast_weight_form_kwargs(fn, form):
                        "and chunked forms")
 
 
+TORCH_LOOP_MAX_L = 1024
+
+
 def w3(ctx):
     """Fast-weight rules alone, forward + backward, L in {256, 1024, 4096}."""
     lengths = (64, 128, 256) if ctx.quick else (256, 1024, 4096)
@@ -342,12 +345,18 @@ def w3(ctx):
                     except (NotAvailable, ImportError):
                         return kernel_fast_weight_step(refs, rule, form, a)
 
+                torch_build = ctx.torch_builder(
+                    lambda rule=rule, form=form, a=a:
+                    ctx.tp.fast_weight_case(rule, form, a, ctx.device))
+                if form == "recurrent" and L > TORCH_LOOP_MAX_L and ctx.device == "cpu":
+                    # autograd through a 4096-step Python loop: minutes per call and GBs of
+                    # saved per-step states (W9 measures that); L=1024 shows its growth
+                    torch_build = (f"skipped: PyTorch's token loop takes minutes at L={L} "
+                                   f"(timed up to L={TORCH_LOOP_MAX_L})")
                 row = ctx.compare("W3", f"{rule} rule, {form}, L={L}", {
                     "tinyfw": tinyfw_build,
                     "reference": reference_build if ctx.use_reference else None,
-                    "torch": ctx.torch_builder(
-                        lambda rule=rule, form=form, a=a:
-                        ctx.tp.fast_weight_case(rule, form, a, ctx.device)),
+                    "torch": torch_build,
                 })
                 row["metrics"]["L"] = L
                 if previous is not None:
