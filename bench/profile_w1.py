@@ -22,6 +22,7 @@ import cProfile
 import io
 import os
 import pstats
+import resource
 import sys
 import time
 import types
@@ -33,6 +34,24 @@ import numpy as np  # noqa: E402
 
 from bench import harness as H  # noqa: E402
 from bench.inputs import GPT, GPT_BATCH, gpt_ids, gpt_train_flops  # noqa: E402
+
+
+def tune_malloc(mmap_threshold=32 << 20, trim_threshold=256 << 20):
+    """glibc only: serve arrays below ``mmap_threshold`` from the heap and keep up to
+    ``trim_threshold`` of freed heap instead of handing it back to the kernel.
+
+    By default glibc maps every large block (a few hundred KB and up) fresh from the kernel and
+    unmaps it on free, so each new activation or gradient array of a training step is
+    page-faulted in again, page by page. This is the experiment behind the README's figure; the
+    fix belongs in the library (the CPU backend), not here.
+    """
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    ok = libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) and libc.mallopt(M_TRIM_THRESHOLD,
+                                                                           trim_threshold)
+    if not ok:
+        raise OSError("mallopt failed")
 
 
 def _fused_names():
@@ -198,7 +217,12 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=GPT_BATCH)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--torch", action="store_true", help="also time the PyTorch step")
+    p.add_argument("--malloc-tuning", action="store_true",
+                   help="keep freed memory in glibc's heap (mallopt M_MMAP_THRESHOLD=32 MB, "
+                   "M_TRIM_THRESHOLD=256 MB) to show what the page faults cost")
     args = p.parse_args(argv)
+    if args.malloc_tuning:
+        tune_malloc()
     H.set_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     from bench.workloads import tinyfw_gpt_step
@@ -207,16 +231,22 @@ def main(argv=None):
     step = tinyfw_gpt_step(cfg, ids)
     for _ in range(3):
         step()
-    peak = H.matmul_peak(2048, repeats=5)["gflops"]
+    peak = H.matmul_peak_in_child(2048, repeats=5, threads=args.threads,
+                                  clock=args.clock)["gflops"]
     flops = gpt_train_flops(cfg, args.batch)
     out = sys.stdout
     out.write(f"{H.cpu_model()}, {args.threads} thread(s), clock={args.clock}, load "
               f"{os.getloadavg()[0]:.1f}; matmul peak {peak:.0f} GFLOP/s\n\n")
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = clock()
     for _ in range(args.steps):
         step()
     plain = (clock() - t0) / args.steps
-    out.write(f"Plain step (no instrumentation): {plain * 1e3:.1f} ms\n")
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    out.write(f"Plain step (no instrumentation): {plain * 1e3:.1f} ms; per step "
+              f"{(r1.ru_minflt - r0.ru_minflt) / args.steps:.0f} minor page faults and "
+              f"{(r1.ru_stime - r0.ru_stime) / args.steps * 1e3:.1f} ms of system (kernel) "
+              f"time" + (" [malloc tuned]" if args.malloc_tuning else "") + "\n")
     if args.torch:
         import torch
         from bench import torch_peers as tp

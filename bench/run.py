@@ -118,7 +118,7 @@ def run(argv=None):
               "--threads 1.")
 
     H.log("matmul peak (2048 x 2048 float32 numpy.matmul) ...")
-    peak = H.matmul_peak(2048, repeats=3 if args.quick else 7)
+    peak = H.matmul_peak_in_child(2048, repeats=3 if args.quick else 7, threads=threads)
     H.log(f"  {peak['gflops']:.1f} GFLOP/s (median {peak['gflops_median']:.1f})")
 
     ctx = Context(quick=args.quick, device=args.device, torch_peers=tp,
