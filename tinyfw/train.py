@@ -58,6 +58,8 @@ TOKENIZERS = ("char", "word", "bpe")
 
 # The model used when nothing else is asked for: a small character-level Transformer that learns
 # visibly in a few minutes on two CPU cores. The vocabulary size comes from the tokenizer.
+# Measured with the defaults below on the built-in corpus: 800 steps, ~160 s of CPU time on one
+# core, validation loss 4.6 -> 1.59 (lr 1e-3 reached only 1.69 in the same steps).
 DEFAULT_MODEL = dict(context_length=64, n_layers=4, n_heads=4, d_model=128, mlp_ratio=4,
                      dropout=0.0, norm="layer", prenorm=True, mixer="softmax",
                      tie_weights=False, bias=True)
@@ -76,7 +78,7 @@ class TrainConfig:
     # optimisation
     steps: int = 800
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-3               # peak; high for a short run (the demos use nanoGPT's 1e-3)
     min_lr: float = 1e-4
     warmup: int = None             # linear warm-up steps; None = min(100, steps // 10)
     weight_decay: float = 0.1
