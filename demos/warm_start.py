@@ -168,6 +168,20 @@ def tables(results, fractions):
                 r = next((r for r in rs if r["method"] == m and r["fraction"] == f), None)
                 row.append(f"{r['val_ppl'][-1]:.1f}" if r else "-")
             lines.append(f"| {m} | " + " | ".join(row) + " |")
+        lines.append(f"\n### {kind}: best validation perplexity over the evaluated steps "
+                     "(what early stopping would keep)\n")
+        lines.append("| method | " + " | ".join(f"{int(f * 100)}%" for f in fractions) + " |")
+        lines.append("|---" * (len(fractions) + 1) + "|")
+        for m in methods:
+            row = []
+            for f in fractions:
+                r = next((r for r in rs if r["method"] == m and r["fraction"] == f), None)
+                if r:
+                    best = int(np.argmin(r["val_ppl"]))
+                    row.append(f"{r['val_ppl'][best]:.1f} (step {r['steps'][best]})")
+                else:
+                    row.append("-")
+            lines.append(f"| {m} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -230,7 +244,17 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join("runs", "warm_start"))
     p.add_argument("--quick", action="store_true", help="small settings for a smoke run")
+    p.add_argument("--report", metavar="RESULTS_JSON",
+                   help="only rebuild the tables and the plot from a saved results.json")
     args = p.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        results = saved["results"]
+        fractions = sorted({r["fraction"] for r in results})
+        print(tables(results, fractions))
+        plot(results, fractions, os.path.join(os.path.dirname(args.report), "warm_start.png"))
+        return
     if args.quick:
         args.vocab, args.steps, args.eval_every, args.val_tokens = 500, 60, 30, 4000
         args.fractions = "0.1,1.0"
