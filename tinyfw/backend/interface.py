@@ -58,8 +58,21 @@ Fused kernels (forward/backward pairs; the NumPy versions in ``backend/reference
   decoupled)``: updates ``param``, ``exp_avg``, ``exp_avg_sq`` in place with PyTorch's exact rule
   (``decoupled=True`` is AdamW)
 
-Later issues add their fused pairs here (norms, attention, fast weights, SAFU), each with its
-reference in ``backend/reference`` and a kernel in every backend.
+- ``layer_norm_forward(x, w, b, eps) -> (y, mean, rstd)``,
+  ``layer_norm_backward(dy, x, w, mean, rstd) -> (dx, dw, db)``                 over the last axis
+- ``rms_norm_forward(x, w, eps) -> (y, rstd)``, ``rms_norm_backward(dy, x, w, rstd) -> (dx, dw)``
+- ``attention_forward(q, k, v, scale, causal, offset) -> (o, lse)``,
+  ``attention_backward(do, q, k, v, o, lse, scale, causal, offset) -> (dq, dk, dv)``,
+  ``attention_probabilities(...)``        softmax attention, (B, H, L, D); see reference/attention.py
+- fast weights (reference/fast_weights.py): ``linear_attention_forward/backward``,
+  ``linear_attention_chunked_forward/backward``, ``delta_rule_forward/backward``,
+  ``delta_rule_chunked_forward/backward``: token recurrences and chunked matrix forms
+- SAFU (reference/safu.py): ``safu_block_attention_forward/backward`` (cached comparisons),
+  ``safu_block_attention_uncached``, ``safu_score_table``, ``safu_block_scores_from_table``,
+  ``safu_running_mean_forward/backward``
+
+Each fused pair has its NumPy reference in ``backend/reference`` and a kernel in every backend
+(on the CPU the chunked fast-weight forms are the NumPy ones: their work is BLAS matmuls).
 """
 
 CREATION = ("from_numpy", "to_numpy", "zeros", "full", "arange")
@@ -77,6 +90,15 @@ FUSED = (
     "embedding_backward",
     "gelu_forward", "gelu_backward",
     "adam_step",
+    "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
+    "attention_forward", "attention_backward", "attention_probabilities",
+    "linear_attention_forward", "linear_attention_backward",
+    "linear_attention_chunked_forward", "linear_attention_chunked_backward",
+    "delta_rule_forward", "delta_rule_backward",
+    "delta_rule_chunked_forward", "delta_rule_chunked_backward",
+    "safu_block_attention_forward", "safu_block_attention_backward",
+    "safu_block_attention_uncached", "safu_score_table", "safu_block_scores_from_table",
+    "safu_running_mean_forward", "safu_running_mean_backward",
 )
 
 #: every name a complete backend must define; tests check each backend against it.
@@ -84,5 +106,5 @@ PRIMITIVES = CREATION + UNARY + BINARY + COMPARISON + REDUCTION + SHAPE + OTHER 
 
 
 def missing_primitives(backend_module):
-    """Names from ``PRIMITIVES`` (and any extra ``names``) the backend does not define."""
+    """Names from ``PRIMITIVES`` the backend does not define."""
     return [name for name in PRIMITIVES if not hasattr(backend_module, name)]
