@@ -8,11 +8,11 @@ over the target, so an interrupted save leaves the previous file intact.
 """
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from .fileio import atomic_write
 from .tensor import Tensor
 
 FORMAT = "tinyfw-checkpoint"
@@ -69,21 +69,7 @@ def save(obj, path):
     meta = {"format": FORMAT, "version": VERSION, "tree": _encode(obj, arrays)}
     members = {f"a{i}": a for i, a in enumerate(arrays)}
     members["__tinyfw__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **members)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: np.savez(f, **members))
 
 
 def load(path):

@@ -8,12 +8,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+
+from ..fileio import atomic_write
 
 # Every .npy file starts with these bytes (the NumPy format specification).
 _NPY_MAGIC = b"\x93NUMPY"
@@ -40,21 +40,7 @@ def save_tokens(ids: np.ndarray, path) -> None:
     ids = np.asarray(ids)
     if ids.ndim != 1:
         raise ValueError(f"save_tokens: expected a 1-D array of ids, got shape {ids.shape}")
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, ids, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fh: np.save(fh, ids, allow_pickle=False))
 
 
 def encode_corpus(text: str, tokenizer, path=None) -> np.ndarray:

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
+
+from ..fileio import atomic_write
 
 __all__ = [
     "Tokenizer",
@@ -80,21 +80,7 @@ def _check_ids(op: str, ids, vocab_size: int) -> list[int]:
 def _atomic_write_text(path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same directory and os.replace,
     so a crash mid-write never leaves a half-written file under the final name."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fh: fh.write(text), mode="w", encoding="utf-8")
 
 
 class Tokenizer:
