@@ -4,7 +4,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .runtime import (SUPPORTED_DTYPES, check_dtype, device_array, empty, flat, kernel_factory,
+from .runtime import (check_dtype, device_array, empty, flat, kernel_factory,
                       launch_1d, prod)
 
 __all__ = ["from_numpy", "to_numpy", "zeros", "full", "arange"]

@@ -58,7 +58,7 @@ def cross_entropy_backward_kernel():
 
 
 def _targets(op, logits, target, ignore_index):
-    """Validate on the host (the reference's messages); return the targets as an int64 device array."""
+    """Validate on the host (the reference's messages); return int64 device targets."""
     host = target.copy_to_host() if is_device_array(target) else np.asarray(target)
     check_targets(op, logits, host, ignore_index)
     if is_device_array(target) and target.dtype == np.int64:

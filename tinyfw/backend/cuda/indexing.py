@@ -17,7 +17,7 @@ from numba import cuda
 from .creation import zeros
 from .elementwise import cast_to
 from .layout import broadcast_to, strided_gather, strided_scatter
-from .runtime import (FLOAT_DTYPES, INT_DTYPES, NUMERIC_DTYPES, c_strides, check_dtype,
+from .runtime import (INT_DTYPES, NUMERIC_DTYPES, c_strides, check_dtype,
                       device_array, flat, empty, is_device_array, kernel_factory, launch_1d,
                       prod)
 
@@ -212,5 +212,3 @@ def _broadcast_values(values, shape):
         raise ValueError(f"index_add: values of shape {tuple(values.shape)} do not fit the "
                          f"indexed shape {tuple(shape)}") from None
 
-
-_ = FLOAT_DTYPES  # float32 / float64 / int32 / int64 atomics are all native on CUDA

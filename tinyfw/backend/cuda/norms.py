@@ -107,8 +107,8 @@ def _forward(op, centred, x, w, b, eps):
     stats_shape = tuple(x.shape)[:-1]
     y = empty(x.shape, x.dtype)
     mean, rstd = empty(stats_shape, x.dtype), empty(stats_shape, x.dtype)
-    launch_rows(norm_forward_kernel(centred), rows, cols, flat(y), flat(mean), flat(rstd), flat(x), w, b,
-                has_w, has_b, rows, cols, float(eps))
+    launch_rows(norm_forward_kernel(centred), rows, cols, flat(y), flat(mean), flat(rstd),
+                flat(x), w, b, has_w, has_b, rows, cols, float(eps))
     return y, mean, rstd
 
 
@@ -122,8 +122,8 @@ def _backward(op, centred, dy, x, w, mean, rstd):
     mean = device_array(mean, op) if centred else rstd
     dx = empty(x.shape, x.dtype)
     dy_xhat = empty((rows, cols), x.dtype)
-    launch_rows(norm_backward_kernel(centred), rows, cols, flat(dx), flat(dy_xhat), flat(dy), flat(x),
-                w, flat(mean), flat(rstd), has_w, rows, cols)
+    launch_rows(norm_backward_kernel(centred), rows, cols, flat(dx), flat(dy_xhat), flat(dy),
+                flat(x), w, flat(mean), flat(rstd), has_w, rows, cols)
     dw = sum_over(dy_xhat, 0) if has_w else None
     db = sum_over(dy.reshape(rows, cols), 0)
     return dx, dw, db

@@ -2,10 +2,11 @@
 
 The host moves the reduced axes to the end (one transpose copy, skipped when they already are),
 so every reduction becomes "reduce each row of a (rows, length) array". Short rows (at most
-SHORT_ROW elements) take one thread each and a plain loop. Longer rows take blocks: block (c, r)
-of the row kernel reduces chunk c of row r: each thread folds a few elements, then the block combines its
-threads' values with a shared-memory tree. A row longer than one chunk leaves one partial per
-chunk, and the same kernel runs again on the (rows, chunks) partials until one value is left.
+SHORT_ROW elements) take one thread each and a plain loop. Longer rows take blocks: block
+(c, r) of the row kernel reduces chunk c of row r: each thread folds a strided share of the
+chunk, then the block combines its threads' values with a shared-memory tree. A row longer
+than one chunk leaves one partial per chunk, and the same kernel runs again on the
+(rows, chunks) partials until one value is left.
 """
 import builtins
 
@@ -15,7 +16,7 @@ from numba import cuda
 
 from .layout import transpose
 from .elementwise import cast_to
-from .runtime import (INT_DTYPES, ITEMS_PER_THREAD, MAX_BLOCKS, MAX_GRID_YZ, NUMERIC_DTYPES, SUPPORTED_DTYPES,
+from .runtime import (INT_DTYPES, ITEMS_PER_THREAD, MAX_BLOCKS, MAX_GRID_YZ, NUMERIC_DTYPES,
                       THREADS, check_dtype, device_array, empty, flat, kernel_factory, launch,
                       launch_1d, prod)
 

@@ -1,4 +1,5 @@
-"""Softmax and log-softmax over the last axis, forward and backward (reference: backend/reference/core.py).
+"""Softmax and log-softmax over the last axis, forward and backward (reference:
+backend/reference/core.py).
 
 One block per row: the block finds the row maximum and the sum of ``exp(x - max)`` with two
 shared-memory reductions, then writes the row. Row statistics are kept in float64; outputs have
