@@ -51,6 +51,7 @@ from .nn.utils import clip_grad_norm_
 from .optim import AdamW, WarmupCosine
 from .serialization import load, save
 from .tensor import tensor
+from .fileio import atomic_write
 
 CHECKPOINT_FORMAT = "tinyfw-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -225,19 +226,7 @@ def _read_token_cache(meta_path, tokens_path, tok_path):
 
 
 def _write_json(path, obj):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1), mode="w", encoding="utf-8")
 
 
 def split_tokens(ids, cfg, context_length):
