@@ -183,8 +183,17 @@ def recorded_launches():
 def launch(kernel, grid, block, *args):
     """``kernel[grid, block](*args)``; under the simulator also records the signature."""
     if SIMULATOR:
-        _recorded.add((_ORIGINS[kernel], tuple(numba.typeof(a) for a in args)))
+        _recorded.add((_ORIGINS[kernel], tuple(_numba_type(a) for a in args)))
     kernel[grid, block](*args)
+
+
+def _numba_type(arg):
+    """The Numba type a real launch would give ``arg`` (simulator arrays typed by hand: older
+    simulators' fake arrays cannot be typed by ``numba.typeof``)."""
+    if is_device_array(arg):
+        layout = "C" if arg.is_c_contiguous() else "A"
+        return numba.types.Array(numba.from_dtype(arg.dtype), arg.ndim, layout)
+    return numba.typeof(arg)
 
 
 def launch_1d(kernel, n, *args):
