@@ -10,7 +10,7 @@ from scipy.special import logsumexp
 
 from tinyfw.backend import cpu as cpu_backend
 from tinyfw.backend.cpu import core_kernels as kernels
-from tinyfw.backend.interface import FUSED
+from tinyfw.backend.interface import CORE_FUSED
 from tinyfw.backend.reference import core as ref
 
 BACKENDS = [pytest.param(ref, id="reference"), pytest.param(kernels, id="numba")]
@@ -19,6 +19,14 @@ DTYPES = [np.float32, np.float64]
 # float32 they differ from NumPy by a few ulps; in float64 by rounding only.
 TOL = {np.float32: dict(rtol=2e-6, atol=2e-7), np.float64: dict(rtol=1e-13, atol=1e-14)}
 SHAPES = [(1,), (7,), (3, 5), (2, 3, 17), (4, 1, 33)]
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def path(request, monkeypatch):
+    """Run the kernels on the calling thread or through the prange drivers, whatever the size."""
+    threshold = 0 if request.param == "parallel" else 1 << 62
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", threshold)
+    return request.param
 
 
 def rng(seed=0):
@@ -41,9 +49,31 @@ def torch_or_skip():
 
 
 def test_numba_module_defines_every_core_fused_name_and_the_backend_uses_it():
-    assert set(FUSED) <= set(kernels.__all__)
-    for name in FUSED:
+    assert set(CORE_FUSED) == set(kernels.__all__)
+    for name in CORE_FUSED:
         assert getattr(cpu_backend, name) is getattr(kernels, name), name
+
+
+@pytest.mark.parametrize("threshold,want", [(0, ["parallel"]), (1 << 62, [])])
+def test_threshold_chooses_between_the_thread_and_the_parallel_driver(monkeypatch, threshold,
+                                                                       want):
+    calls = []
+    driver = kernels._parallel_softmax_forward
+
+    def spy(*args):
+        calls.append("parallel")
+        return driver(*args)
+
+    monkeypatch.setattr(kernels, "_parallel_softmax_forward", spy)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", threshold)
+    x = rng(0).standard_normal((6, 5))
+    np.testing.assert_allclose(kernels.softmax_forward(x), ref.softmax_forward(x),
+                               **TOL[np.float64])
+    assert calls == want
+
+
+def test_tiny_inputs_run_on_the_calling_thread_by_default():
+    assert kernels._n_chunks(3 * 4, 3 * 4 * 5) == 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -53,7 +83,7 @@ def test_numba_module_defines_every_core_fused_name_and_the_backend_uses_it():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
-def test_softmax_kernels_match_reference(op, shape, dtype):
+def test_softmax_kernels_match_reference(op, shape, dtype, path):
     g = rng(1)
     x = (3 * g.standard_normal(shape)).astype(dtype)
     dy = g.standard_normal(shape).astype(dtype)
@@ -69,7 +99,7 @@ def test_softmax_kernels_match_reference(op, shape, dtype):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_softmax_extreme_rows_are_stable(backend, dtype):
+def test_softmax_extreme_rows_are_stable(backend, dtype, path):
     x = np.array([[1e4, -1e4, -np.inf, 0.0],
                   [-1e4, -1e4, -1e4, -1e4],
                   [1e4, 1e4, -np.inf, -np.inf]], dtype=dtype)
@@ -89,7 +119,7 @@ def test_softmax_extreme_rows_are_stable(backend, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_softmax_kernels_accept_non_contiguous_input(dtype):
+def test_softmax_kernels_accept_non_contiguous_input(dtype, path):
     g = rng(2)
     base = g.standard_normal((6, 10)).astype(dtype)
     base_dy = g.standard_normal((6, 10)).astype(dtype)
@@ -153,7 +183,7 @@ def ce_case(dtype, n=9, c=13, ignore_index=-100, seed=5):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ignore_index", [-100, 0])
-def test_cross_entropy_kernels_match_reference(dtype, ignore_index):
+def test_cross_entropy_kernels_match_reference(dtype, ignore_index, path):
     logits, target = ce_case(dtype, ignore_index=ignore_index)
     logits[2, :] = [1e4] + [-1e4] * 11 + [-np.inf]     # extreme but finite max
     logits[3, target[3]] = -1e4                         # target logit very unlikely
@@ -222,7 +252,7 @@ def test_cross_entropy_rejects_bad_shapes_and_dtypes(backend):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ids_shape", [(11,), (3, 5), (1,)])
-def test_embedding_backward_kernel_matches_reference_and_a_python_loop(dtype, ids_shape):
+def test_embedding_backward_kernel_matches_reference_and_a_python_loop(dtype, ids_shape, path):
     g = rng(9)
     num_embeddings, d = 7, 5
     ids = g.integers(0, 4, size=ids_shape)      # ids 4..6 never used; many repeats
@@ -239,7 +269,7 @@ def test_embedding_backward_kernel_matches_reference_and_a_python_loop(dtype, id
     assert (got_k[4:6] == 0).all()
 
 
-def test_embedding_backward_kernel_many_repeats_and_non_contiguous_dout():
+def test_embedding_backward_kernel_many_repeats_and_non_contiguous_dout(path):
     g = rng(10)
     ids = g.integers(0, 3, size=500)
     dout = g.standard_normal((16, 500)).T       # (500, 16), non-contiguous
@@ -269,7 +299,7 @@ def test_embedding_backward_rejects_bad_ids(backend):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 @pytest.mark.parametrize("shape", [(1,), (13,), (3, 7, 5)])
-def test_gelu_kernels_match_reference(shape, approximate, dtype):
+def test_gelu_kernels_match_reference(shape, approximate, dtype, path):
     g = rng(11)
     x = (3 * g.standard_normal(shape)).astype(dtype)
     x.flat[0] = -30.0                            # far tail: 0 / tiny, no NaN
@@ -374,7 +404,7 @@ def adam_case(dtype, shape=(5, 7), seed=13):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weight_decay,decoupled", [(0.0, False), (0.05, False), (0.05, True)])
-def test_adam_kernel_matches_reference_over_three_steps(dtype, weight_decay, decoupled):
+def test_adam_kernel_matches_reference_over_three_steps(dtype, weight_decay, decoupled, path):
     param, grads = adam_case(dtype)
     states = {}
     for name, backend in (("ref", ref), ("numba", kernels)):
@@ -389,7 +419,7 @@ def test_adam_kernel_matches_reference_over_three_steps(dtype, weight_decay, dec
     assert not np.allclose(states["ref"][0], param)   # it did move
 
 
-def test_adam_kernel_updates_non_contiguous_state_in_place():
+def test_adam_kernel_updates_non_contiguous_state_in_place(path):
     base_p, grads = adam_case(np.float64, shape=(4, 6))
     want_p, want_m, want_v = base_p.copy(), np.zeros_like(base_p), np.zeros_like(base_p)
     big_p = np.zeros((4, 12))

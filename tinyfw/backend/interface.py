@@ -83,13 +83,16 @@ REDUCTION = ("sum", "max", "min", "argmax", "argmin")
 SHAPE = ("reshape", "transpose", "broadcast_to", "contiguous", "astype", "copy",
          "concatenate", "getitem", "index_add")
 OTHER = ("where", "clip", "matmul")
-FUSED = (
+#: fused kernels of the engine core (backend/reference/core.py, backend/cpu/core_kernels.py)
+CORE_FUSED = (
     "softmax_forward", "softmax_backward",
     "log_softmax_forward", "log_softmax_backward",
     "cross_entropy_forward", "cross_entropy_backward",
     "embedding_backward",
     "gelu_forward", "gelu_backward",
     "adam_step",
+)
+FUSED = CORE_FUSED + (
     "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
     "attention_forward", "attention_backward", "attention_probabilities",
     "linear_attention_forward", "linear_attention_backward",

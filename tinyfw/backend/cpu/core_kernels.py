@@ -6,11 +6,15 @@ Each public function has the name and signature of its NumPy reference in
 Python wrapper (validate with the reference's checks, make the inputs contiguous, allocate the
 output) around an ``@njit`` kernel that does the whole operation in one pass per row:
 
-- row kernels (softmax, log-softmax, cross-entropy) run ``prange`` over rows; within a row they
-  read the row a few times while it is still in cache, instead of NumPy's one temporary per step;
-- GELU and Adam are flat elementwise loops with ``prange``;
+- row kernels (softmax, log-softmax, cross-entropy) work row by row; within a row they read the
+  row a few times while it is still in cache, instead of NumPy's one temporary per step;
+- GELU and Adam are flat elementwise loops;
 - the embedding backward is a scatter-add; it is made race-free by sorting the ids and giving
   each thread whole segments of equal ids, so no two threads ever write the same weight row.
+
+Each kernel handles a range of rows / elements / segments on the calling thread; a ``_parallel_*``
+driver runs it over chunks of the range with ``prange``. Small inputs (``PARALLEL_MIN_ELEMENTS``)
+skip the driver: for them, waking the thread pool costs more than the work.
 
 Arithmetic runs in the input dtype (exp of float32 logits is a float32 exp, the Adam update of a
 float32 parameter is float32 arithmetic), except: sums over a row accumulate in float64, and GELU
@@ -19,6 +23,7 @@ Outputs have the input dtype.
 """
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -38,6 +43,57 @@ __all__ = [
 ]
 
 
+# Below this many elements (of the largest array a call reads) one thread does the whole job:
+# waking Numba's thread pool costs more than the work, and on a busy machine far more. Tests set
+# it to 0 or to a huge value to exercise both paths.
+#
+# Measured (2-core AMD EPYC shared with other jobs, load ~11, NUMBA_NUM_THREADS=2, omp layer,
+# float32, ms per call, minimum of 3 x 200 back-to-back calls, serial / parallel):
+#     elements:              4k            8k            16k           32k           65k
+#     softmax fwd+bwd C=65   0.031/0.040   0.065/0.045   0.099/0.067   0.19/0.13     0.37/0.25
+#     GELU fwd+bwd (erf)     0.095/0.060   0.19/0.10     0.44/0.20     -             1.9/1.3
+#     Adam                   0.046/0.041   -             0.13/0.094    0.13/0.078    0.25/0.13
+# So with the pool awake, threads pay from ~4-8k elements on. But when the pool has been idle
+# (calls 0.3-5 ms apart, as between the ops of a step or in tests), waking it cost a median of
+# 20-45 ms on that busy machine: a (3, 4, 5) softmax took 8-10 ms at best, 20 ms typically,
+# against 0.04-0.1 ms serially; the (768, 65) softmax fwd+bwd 37-46 ms against 0.4-0.5 ms.
+# 1 << 16 keeps every call that costs under ~0.25 ms on one thread (its parallel gain is
+# ~0.1 ms at best) and runs the larger ones, where threads save real time, in parallel.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+# ----------------------------------------------------------------------------------------------
+# Serial kernels and parallel drivers
+# ----------------------------------------------------------------------------------------------
+# Every kernel below works on a range [start, stop) of independent units (rows, elements or
+# segments of equal ids) on the calling thread. Each ``_parallel_*`` driver splits all units into
+# ``n_chunks`` ranges and runs the same kernel on each range inside ``prange``; ranges never
+# share an output element, so no two threads write the same memory. ``_run`` picks one or the
+# other.
+
+def _n_chunks(n, elements):
+    """1 (run on this thread) for small inputs, else a few ranges per thread (load balance)."""
+    if n < 2 or elements < PARALLEL_MIN_ELEMENTS:
+        return 1
+    return min(n, 4 * numba.get_num_threads())
+
+
+def _run(kernel, parallel_driver, args, n, elements):
+    """Apply ``kernel(*args, start, stop)`` to units [0, n), on this thread or in parallel."""
+    n_chunks = _n_chunks(n, elements)
+    if n_chunks == 1:
+        kernel(*args, 0, n)
+    else:
+        parallel_driver(*args, n_chunks)
+
+
+@njit(cache=True)
+def _chunk(n, n_chunks, c):
+    """[start, stop) of range c when n units are cut into n_chunks nearly equal ranges."""
+    size = -(-n // n_chunks)
+    return min(n, c * size), min(n, (c + 1) * size)
+
+
 def _rows(x):
     """(..., C) array -> C-contiguous (R, C) view or copy, R = product of the leading axes."""
     x = np.ascontiguousarray(x)
@@ -48,9 +104,9 @@ def _rows(x):
 # Softmax and log-softmax over the last axis
 # ----------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _softmax_forward_kernel(x, y):
-    for r in prange(x.shape[0]):
+@njit(cache=True)
+def _softmax_forward_rows(x, y, start, stop):
+    for r in range(start, stop):
         m = x[r, 0]
         for c in range(1, x.shape[1]):
             m = max(m, x[r, c])
@@ -64,9 +120,9 @@ def _softmax_forward_kernel(x, y):
             y[r, c] = y[r, c] * inv
 
 
-@njit(cache=True, parallel=True)
-def _softmax_backward_kernel(y, dy, dx):
-    for r in prange(y.shape[0]):
+@njit(cache=True)
+def _softmax_backward_rows(y, dy, dx, start, stop):
+    for r in range(start, stop):
         dot = 0.0  # sum(dy * y) for the row
         for c in range(y.shape[1]):
             dot += dy[r, c] * y[r, c]
@@ -74,9 +130,9 @@ def _softmax_backward_kernel(y, dy, dx):
             dx[r, c] = y[r, c] * (dy[r, c] - dot)
 
 
-@njit(cache=True, parallel=True)
-def _log_softmax_forward_kernel(x, y):
-    for r in prange(x.shape[0]):
+@njit(cache=True)
+def _log_softmax_forward_rows(x, y, start, stop):
+    for r in range(start, stop):
         m = x[r, 0]
         for c in range(1, x.shape[1]):
             m = max(m, x[r, c])
@@ -88,9 +144,9 @@ def _log_softmax_forward_kernel(x, y):
             y[r, c] = (x[r, c] - m) - log_total
 
 
-@njit(cache=True, parallel=True)
-def _log_softmax_backward_kernel(y, dy, dx):
-    for r in prange(y.shape[0]):
+@njit(cache=True)
+def _log_softmax_backward_rows(y, dy, dx, start, stop):
+    for r in range(start, stop):
         total = 0.0  # sum(dy) for the row
         for c in range(y.shape[1]):
             total += dy[r, c]
@@ -98,12 +154,40 @@ def _log_softmax_backward_kernel(y, dy, dx):
             dx[r, c] = dy[r, c] - math.exp(y[r, c]) * total
 
 
+@njit(cache=True, parallel=True)
+def _parallel_softmax_forward(x, y, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = _chunk(x.shape[0], n_chunks, c)
+        _softmax_forward_rows(x, y, start, stop)
+
+
+@njit(cache=True, parallel=True)
+def _parallel_softmax_backward(y, dy, dx, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = _chunk(y.shape[0], n_chunks, c)
+        _softmax_backward_rows(y, dy, dx, start, stop)
+
+
+@njit(cache=True, parallel=True)
+def _parallel_log_softmax_forward(x, y, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = _chunk(x.shape[0], n_chunks, c)
+        _log_softmax_forward_rows(x, y, start, stop)
+
+
+@njit(cache=True, parallel=True)
+def _parallel_log_softmax_backward(y, dy, dx, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = _chunk(y.shape[0], n_chunks, c)
+        _log_softmax_backward_rows(y, dy, dx, start, stop)
+
+
 def softmax_forward(x):
     check_float("softmax_forward", x=x)
     check_rows("softmax_forward", x)
     xr = _rows(x)
     y = np.empty_like(xr)
-    _softmax_forward_kernel(xr, y)
+    _run(_softmax_forward_rows, _parallel_softmax_forward, (xr, y), xr.shape[0], xr.size)
     return y.reshape(x.shape)
 
 
@@ -112,7 +196,8 @@ def softmax_backward(y, dy):
     check_same_shape("softmax_backward", y=y, dy=dy)
     yr, dyr = _rows(y), _rows(dy)
     dx = np.empty_like(yr)
-    _softmax_backward_kernel(yr, dyr, dx)
+    _run(_softmax_backward_rows, _parallel_softmax_backward, (yr, dyr, dx), yr.shape[0],
+         yr.size)
     return dx.reshape(y.shape)
 
 
@@ -121,7 +206,8 @@ def log_softmax_forward(x):
     check_rows("log_softmax_forward", x)
     xr = _rows(x)
     y = np.empty_like(xr)
-    _log_softmax_forward_kernel(xr, y)
+    _run(_log_softmax_forward_rows, _parallel_log_softmax_forward, (xr, y), xr.shape[0],
+         xr.size)
     return y.reshape(x.shape)
 
 
@@ -130,7 +216,8 @@ def log_softmax_backward(y, dy):
     check_same_shape("log_softmax_backward", y=y, dy=dy)
     yr, dyr = _rows(y), _rows(dy)
     dx = np.empty_like(yr)
-    _log_softmax_backward_kernel(yr, dyr, dx)
+    _run(_log_softmax_backward_rows, _parallel_log_softmax_backward, (yr, dyr, dx),
+         yr.shape[0], yr.size)
     return dx.reshape(y.shape)
 
 
@@ -138,9 +225,9 @@ def log_softmax_backward(y, dy):
 # Cross-entropy
 # ----------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _cross_entropy_forward_kernel(logits, target, ignore_index, loss, lse):
-    for r in prange(logits.shape[0]):
+@njit(cache=True)
+def _cross_entropy_forward_rows(logits, target, ignore_index, loss, lse, start, stop):
+    for r in range(start, stop):
         m = logits[r, 0]
         for c in range(1, logits.shape[1]):
             m = max(m, logits[r, c])
@@ -153,9 +240,9 @@ def _cross_entropy_forward_kernel(logits, target, ignore_index, loss, lse):
         loss[r] = 0.0 if t == ignore_index else row_lse - logits[r, t]
 
 
-@njit(cache=True, parallel=True)
-def _cross_entropy_backward_kernel(dloss, logits, target, lse, ignore_index, dlogits):
-    for r in prange(logits.shape[0]):
+@njit(cache=True)
+def _cross_entropy_backward_rows(dloss, logits, target, lse, ignore_index, dlogits, start, stop):
+    for r in range(start, stop):
         t = target[r]
         if t == ignore_index:
             for c in range(logits.shape[1]):
@@ -169,6 +256,22 @@ def _cross_entropy_backward_kernel(dloss, logits, target, lse, ignore_index, dlo
             dlogits[r, t] = g * (math.exp(logits[r, t] - lse[r]) - 1.0)
 
 
+@njit(cache=True, parallel=True)
+def _parallel_cross_entropy_forward(logits, target, ignore_index, loss, lse, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = _chunk(logits.shape[0], n_chunks, c)
+        _cross_entropy_forward_rows(logits, target, ignore_index, loss, lse, start, stop)
+
+
+@njit(cache=True, parallel=True)
+def _parallel_cross_entropy_backward(dloss, logits, target, lse, ignore_index, dlogits,
+                                     n_chunks):
+    for c in prange(n_chunks):
+        start, stop = _chunk(logits.shape[0], n_chunks, c)
+        _cross_entropy_backward_rows(dloss, logits, target, lse, ignore_index, dlogits, start,
+                                     stop)
+
+
 def cross_entropy_forward(logits, target, ignore_index):
     check_float("cross_entropy_forward", logits=logits)
     check_targets("cross_entropy_forward", logits, target, ignore_index)
@@ -177,7 +280,8 @@ def cross_entropy_forward(logits, target, ignore_index):
     n = logits.shape[0]
     loss = np.empty(n, dtype=logits.dtype)
     lse = np.empty(n, dtype=logits.dtype)
-    _cross_entropy_forward_kernel(logits, target, np.int64(ignore_index), loss, lse)
+    _run(_cross_entropy_forward_rows, _parallel_cross_entropy_forward,
+         (logits, target, np.int64(ignore_index), loss, lse), n, logits.size)
     return loss, lse
 
 
@@ -187,9 +291,10 @@ def cross_entropy_backward(dloss, logits, target, lse, ignore_index):
     check_same_shape("cross_entropy_backward", dloss=dloss, lse=lse, target=target)
     logits = np.ascontiguousarray(logits)
     dlogits = np.empty_like(logits)
-    _cross_entropy_backward_kernel(
-        np.ascontiguousarray(dloss), logits, np.ascontiguousarray(target, dtype=np.int64),
-        np.ascontiguousarray(lse), np.int64(ignore_index), dlogits)
+    args = (np.ascontiguousarray(dloss), logits, np.ascontiguousarray(target, dtype=np.int64),
+            np.ascontiguousarray(lse), np.int64(ignore_index), dlogits)
+    _run(_cross_entropy_backward_rows, _parallel_cross_entropy_backward, args, logits.shape[0],
+         logits.size)
     return dlogits
 
 
@@ -197,17 +302,25 @@ def cross_entropy_backward(dloss, logits, target, lse, ignore_index):
 # Embedding backward
 # ----------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _embedding_backward_kernel(order, sorted_ids, starts, dout, dweight):
-    # Segment s holds positions order[starts[s]:starts[s + 1]], all looking up the same row;
-    # one thread owns a segment, so each dweight row has exactly one writer. The stable sort
-    # keeps positions in their original order, so each row sums in the same order as np.add.at.
-    for s in prange(starts.shape[0] - 1):
+@njit(cache=True)
+def _embedding_backward_segments(order, sorted_ids, starts, dout, dweight, start, stop):
+    # Segment s holds positions order[starts[s]:starts[s + 1]], all looking up the same row; a
+    # range of whole segments belongs to one thread, so each dweight row has exactly one writer.
+    # The stable sort keeps positions in their original order, so each row sums in the same
+    # order as np.add.at.
+    for s in range(start, stop):
         row = sorted_ids[starts[s]]
         for k in range(starts[s], starts[s + 1]):
             i = order[k]
             for d in range(dout.shape[1]):
                 dweight[row, d] += dout[i, d]
+
+
+@njit(cache=True, parallel=True)
+def _parallel_embedding_backward(order, sorted_ids, starts, dout, dweight, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = _chunk(starts.shape[0] - 1, n_chunks, c)
+        _embedding_backward_segments(order, sorted_ids, starts, dout, dweight, start, stop)
 
 
 def embedding_backward(ids, dout, num_embeddings):
@@ -226,8 +339,9 @@ def embedding_backward(ids, dout, num_embeddings):
     if sorted_ids.shape[0] == 0:
         starts = starts[:1]  # no lookups: no segments
     dweight = np.zeros((num_embeddings, d), dtype=dout.dtype)
-    _embedding_backward_kernel(order, sorted_ids, starts,
-                               np.ascontiguousarray(dout).reshape(-1, d), dweight)
+    dout2 = np.ascontiguousarray(dout).reshape(-1, d)
+    _run(_embedding_backward_segments, _parallel_embedding_backward,
+         (order, sorted_ids, starts, dout2, dweight), starts.shape[0] - 1, dout2.size)
     return dweight
 
 
@@ -235,9 +349,9 @@ def embedding_backward(ids, dout, num_embeddings):
 # GELU
 # ----------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _gelu_forward_kernel(x, use_tanh, y):
-    for i in prange(x.shape[0]):
+@njit(cache=True)
+def _gelu_forward_elements(x, use_tanh, y, start, stop):
+    for i in range(start, stop):
         v = np.float64(x[i])
         if use_tanh:
             y[i] = 0.5 * v * (1.0 + math.tanh(SQRT_2_OVER_PI * (v + GELU_KAPPA * v * v * v)))
@@ -245,9 +359,9 @@ def _gelu_forward_kernel(x, use_tanh, y):
             y[i] = 0.5 * v * (1.0 + math.erf(v * SQRT_HALF))
 
 
-@njit(cache=True, parallel=True)
-def _gelu_backward_kernel(x, dy, use_tanh, dx):
-    for i in prange(x.shape[0]):
+@njit(cache=True)
+def _gelu_backward_elements(x, dy, use_tanh, dx, start, stop):
+    for i in range(start, stop):
         v = np.float64(x[i])
         if use_tanh:
             t = math.tanh(SQRT_2_OVER_PI * (v + GELU_KAPPA * v * v * v))
@@ -259,12 +373,27 @@ def _gelu_backward_kernel(x, dy, use_tanh, dx):
             dx[i] = dy[i] * (cdf + v * pdf)
 
 
+@njit(cache=True, parallel=True)
+def _parallel_gelu_forward(x, use_tanh, y, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = _chunk(x.shape[0], n_chunks, c)
+        _gelu_forward_elements(x, use_tanh, y, start, stop)
+
+
+@njit(cache=True, parallel=True)
+def _parallel_gelu_backward(x, dy, use_tanh, dx, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = _chunk(x.shape[0], n_chunks, c)
+        _gelu_backward_elements(x, dy, use_tanh, dx, start, stop)
+
+
 def gelu_forward(x, approximate):
     check_float("gelu_forward", x=x)
     check_approximate("gelu_forward", approximate)
     xf = np.ascontiguousarray(x).reshape(-1)
     y = np.empty_like(xf)
-    _gelu_forward_kernel(xf, approximate == "tanh", y)
+    _run(_gelu_forward_elements, _parallel_gelu_forward, (xf, approximate == "tanh", y),
+         xf.shape[0], xf.shape[0])
     return y.reshape(x.shape)
 
 
@@ -274,7 +403,8 @@ def gelu_backward(x, dy, approximate):
     check_approximate("gelu_backward", approximate)
     xf = np.ascontiguousarray(x).reshape(-1)
     dx = np.empty_like(xf)
-    _gelu_backward_kernel(xf, np.ascontiguousarray(dy).reshape(-1), approximate == "tanh", dx)
+    args = (xf, np.ascontiguousarray(dy).reshape(-1), approximate == "tanh", dx)
+    _run(_gelu_backward_elements, _parallel_gelu_backward, args, xf.shape[0], xf.shape[0])
     return dx.reshape(x.shape)
 
 
@@ -282,11 +412,11 @@ def gelu_backward(x, dy, approximate):
 # Adam / AdamW step
 # ----------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _adam_kernel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
-                 one_minus_beta2, eps, weight_decay, decay, decoupled, step_size,
-                 bias_correction2_sqrt):
-    for i in prange(param.shape[0]):
+@njit(cache=True)
+def _adam_elements(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
+                   one_minus_beta2, eps, weight_decay, decay, decoupled, step_size,
+                   bias_correction2_sqrt, start, stop):
+    for i in range(start, stop):
         p = param[i]
         g = grad[i]
         if decoupled:
@@ -298,6 +428,17 @@ def _adam_kernel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1
         exp_avg[i] = m
         exp_avg_sq[i] = v
         param[i] = p - step_size * m / (math.sqrt(v) / bias_correction2_sqrt + eps)
+
+
+@njit(cache=True, parallel=True)
+def _parallel_adam(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
+                   one_minus_beta2, eps, weight_decay, decay, decoupled, step_size,
+                   bias_correction2_sqrt, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = _chunk(param.shape[0], n_chunks, c)
+        _adam_elements(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
+                       one_minus_beta2, eps, weight_decay, decay, decoupled, step_size,
+                       bias_correction2_sqrt, start, stop)
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step,
@@ -313,10 +454,11 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_de
     state = [a if a.flags.c_contiguous else np.ascontiguousarray(a)
              for a in (param, exp_avg, exp_avg_sq)]
     flat_param, flat_m, flat_v = (a.reshape(-1) for a in state)
-    _adam_kernel(flat_param, np.ascontiguousarray(grad).reshape(-1), flat_m, flat_v,
-                 scalar(beta1), scalar(beta2), scalar(1.0 - beta1), scalar(1.0 - beta2),
-                 scalar(eps), scalar(weight_decay), scalar(1.0 - lr * weight_decay),
-                 bool(decoupled), scalar(step_size), scalar(bias_correction2_sqrt))
+    args = (flat_param, np.ascontiguousarray(grad).reshape(-1), flat_m, flat_v,
+            scalar(beta1), scalar(beta2), scalar(1.0 - beta1), scalar(1.0 - beta2),
+            scalar(eps), scalar(weight_decay), scalar(1.0 - lr * weight_decay),
+            bool(decoupled), scalar(step_size), scalar(bias_correction2_sqrt))
+    _run(_adam_elements, _parallel_adam, args, flat_param.shape[0], flat_param.shape[0])
     for original, worked in zip((param, exp_avg, exp_avg_sq), state):
         if worked is not original:
             np.copyto(original, worked)
