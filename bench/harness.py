@@ -54,6 +54,7 @@ def set_blas_threads(n):
 
 def set_threads(n):
     """Use ``n`` threads in Numba kernels and in NumPy's BLAS (tinyfw's two thread pools)."""
+    import tinyfw  # noqa: F401  first: it picks Numba's threading layer, fixed at the first launch
     import numba
     numba.set_num_threads(n)
     if _BLAS:

@@ -465,3 +465,19 @@ def test_adam_rejects_bad_input(backend):
     with pytest.raises(ValueError, match="adam_step.*step"):
         backend.adam_step(p, np.zeros(3), np.zeros(3), np.zeros(3), 1e-3, .9, .999, 1e-8, 0, 0,
                           False)
+
+
+def test_importing_tinyfw_selects_the_workqueue_threading_layer():
+    """OpenMP's spinning idle threads made a 2-thread training step 3x slower (backend/__init__)."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_THREADING_LAYER"}
+    code = ("import numba, numpy as np, tinyfw\n"
+            "from tinyfw.backend.cpu import core_kernels as k\n"
+            "k.PARALLEL_MIN_ELEMENTS = 0\n"
+            "numba.set_num_threads(2) if numba.config.NUMBA_NUM_THREADS > 1 else None\n"
+            "k.softmax_forward(np.ones((64, 8)))\n"
+            "print(numba.threading_layer())\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "workqueue"
