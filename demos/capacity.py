@@ -56,6 +56,7 @@ from tinyfw.nn import init  # noqa: E402
 from tinyfw.ops import fast_weights as FW  # noqa: E402
 from tinyfw.ops import feature_maps as FM  # noqa: E402
 from tinyfw.ops import nn as N  # noqa: E402
+from tinyfw.fileio import atomic_write  # noqa: E402
 from tinyfw.optim import Adam  # noqa: E402
 
 D_KEY = 64
@@ -297,10 +298,21 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="write results.json and results.md here")
     p.add_argument("--plot", default=None, help="save the loss-vs-keys plot to this PNG")
     p.add_argument("--quiet", action="store_true", help="no per-evaluation log lines")
+    p.add_argument("--report", nargs="+", metavar="RESULTS_JSON",
+                   help="only merge saved results.json files (of several runs) into one table, "
+                        "--out and --plot")
     p.add_argument("--threads", type=int, default=1,
                    help="Numba threads for the fast-weight kernels (default 1: the batch is "
                         "small and extra threads only pay on an otherwise idle machine)")
     args = p.parse_args(argv)
+    if args.report:
+        results = []
+        for path in args.report:
+            with open(path) as f:
+                results += json.load(f)
+        results.sort(key=lambda r: (r["setting"], r["model"], r["keys"]))
+        save(results, args)
+        return results
     import numba
     numba.set_num_threads(max(1, min(args.threads, numba.config.NUMBA_NUM_THREADS)))
 
@@ -326,18 +338,22 @@ def main(argv=None):
                       f"({'solved' if r['solved'] else 'not solved'}, {r['seconds']} s)",
                       flush=True)
                 results.append(r)
+    save(results, args)
+    return results
+
+
+def save(results, args):
+    """Print the table; write it (``--out``) and the plot (``--plot``)."""
     table = results_table(results)
     print("\n" + table)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump(results, f, indent=1)
-        with open(os.path.join(args.out, "results.md"), "w") as f:
-            f.write(table + "\n")
+        atomic_write(os.path.join(args.out, "results.json"),
+                     lambda f: json.dump(results, f, indent=1), mode="w", encoding="utf-8")
+        atomic_write(os.path.join(args.out, "results.md"), lambda f: f.write(table + "\n"),
+                     mode="w", encoding="utf-8")
     if args.plot:
         if plot(results, args.plot):
             print(f"plot saved to {args.plot}")
-    return results
 
 
 if __name__ == "__main__":

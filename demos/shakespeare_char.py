@@ -25,6 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tinyfw.data import shared_data_path  # noqa: E402
+from tinyfw.fileio import atomic_write  # noqa: E402
 from tinyfw.train import TrainConfig, estimate_loss, split_tokens, train  # noqa: E402
 
 NANOGPT_VAL_LOSS = 1.88
@@ -86,8 +87,8 @@ def main(argv=None):
         "target_val_loss": TARGET_VAL_LOSS,
         "cpu_count": os.cpu_count(),
     }
-    with open(os.path.join(cfg.out, "result.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
+    atomic_write(os.path.join(cfg.out, "result.json"),
+                 lambda f: json.dump(report, f, indent=1), mode="w", encoding="utf-8")
     print(f"\nvalidation loss {val_loss:.4f} ({args.final_eval_iters} batches of "
           f"{cfg.batch_size}x{MODEL['context_length']}); nanoGPT reports ~{NANOGPT_VAL_LOSS}, "
           f"target <= {TARGET_VAL_LOSS}: {'met' if val_loss <= TARGET_VAL_LOSS else 'NOT met'}")

@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tinyfw as fw  # noqa: E402
+from tinyfw.fileio import atomic_write  # noqa: E402
 from tinyfw.nn.safu import SAFULanguageModel  # noqa: E402
 from tinyfw.warmstart.explicit_training import (evaluate_loss, fine_tune,  # noqa: E402
                                                 stream_windows)
@@ -252,8 +253,10 @@ def main(argv=None):
             saved = json.load(f)
         results = saved["results"]
         fractions = sorted({r["fraction"] for r in results})
-        print(tables(results, fractions))
-        plot(results, fractions, os.path.join(os.path.dirname(args.report), "warm_start.png"))
+        out = os.path.dirname(args.report)
+        write_tables(tables(results, fractions), saved["args"]["corpus"],
+                     saved["args"]["vocab"], out)
+        plot(results, fractions, os.path.join(out, "warm_start.png"))
         return
     if args.quick:
         args.vocab, args.steps, args.eval_every, args.val_tokens = 500, 60, 30, 4000
@@ -284,14 +287,18 @@ def main(argv=None):
                       + " ".join(f"{v:8.1f}" for v in r["val_ppl"])
                       + f"   (init {r['init_seconds']:.1f}s, train {r['train_seconds']:.1f}s)",
                       flush=True)
-    text = tables(results, fractions)
-    print(text)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"args": vars(args), "results": results}, f, indent=1)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(f"# Warm starts on {args.corpus} (word level, vocabulary {args.vocab})\n")
-        f.write(text + "\n")
+    atomic_write(os.path.join(args.out, "results.json"),
+                 lambda f: json.dump({"args": vars(args), "results": results}, f, indent=1),
+                 mode="w", encoding="utf-8")
+    write_tables(tables(results, fractions), args.corpus, args.vocab, args.out)
     plot(results, fractions, os.path.join(args.out, "warm_start.png"))
+
+
+def write_tables(text, corpus, vocab, out):
+    print(text)
+    atomic_write(os.path.join(out, "results.md"),
+                 lambda f: f.write(f"# Warm starts on {corpus} (word level, vocabulary {vocab})\n"
+                                   + text + "\n"), mode="w", encoding="utf-8")
 
 
 if __name__ == "__main__":
