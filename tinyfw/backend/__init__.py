@@ -60,6 +60,7 @@ def device_of_array(array):
     import numpy as np
     if isinstance(array, np.ndarray):
         return "cpu"
-    if hasattr(array, "__cuda_array_interface__"):
+    # Real device arrays carry both marks; the CUDA simulator's fake arrays only the first.
+    if getattr(array, "__cuda_ndarray__", False) or hasattr(array, "__cuda_array_interface__"):
         return "cuda"
     raise TypeError(f"not a backend array: {type(array).__name__}")
