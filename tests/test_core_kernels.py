@@ -15,8 +15,9 @@ from tinyfw.backend.reference import core as ref
 
 BACKENDS = [pytest.param(ref, id="reference"), pytest.param(kernels, id="numba")]
 DTYPES = [np.float32, np.float64]
-# kernel vs reference: the kernels sum rows in float64 and evaluate GELU/Adam in float64, so in
-# float32 they differ from NumPy by a few ulps; in float64 by rounding only.
+# kernel vs reference: the kernels sum rows in float64 and evaluate Adam (and float64 / tanh GELU)
+# in float64, and float32 exact GELU with their own float32 erfc and exp, so in float32 they
+# differ from NumPy by a few ulps; in float64 by rounding only.
 TOL = {np.float32: dict(rtol=2e-6, atol=2e-7), np.float64: dict(rtol=1e-13, atol=1e-14)}
 SHAPES = [(1,), (7,), (3, 5), (2, 3, 17), (4, 1, 33)]
 
@@ -313,6 +314,24 @@ def test_gelu_kernels_match_reference(shape, approximate, dtype, path):
     xt = x.T if x.ndim > 1 else x[::-1]          # non-contiguous (or reversed) input
     np.testing.assert_allclose(kernels.gelu_forward(xt, approximate),
                                ref.gelu_forward(xt, approximate), **TOL[dtype])
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_float32_kernels_hold_the_tolerance_everywhere(approximate, path):
+    """float32 exact GELU has its own erfc and exp (see core_kernels): check them densely over
+    the range where GELU is neither ~0 nor ~x, around the root of Phi + x phi (x ~ -0.75, where
+    the backward cancels), where exp flushes to 0, on huge values and on inf / NaN."""
+    special = [-np.inf, np.inf, np.nan, -3e38, 3e38, -1e30, 1e30, -0.0, 0.0, 1e-40, -1e-40,
+               -87.0, -13.2, -13.3, -30.0, 30.0]
+    x = np.concatenate([np.linspace(-14, 14, 200_001), np.linspace(-0.8, -0.7, 20_001),
+                        special]).astype(np.float32)
+    dy = rng(13).standard_normal(x.shape).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):   # the reference's inf * 0 = NaN
+        y_ref = ref.gelu_forward(x, approximate)
+        dx_ref = ref.gelu_backward(x, dy, approximate)
+    np.testing.assert_allclose(kernels.gelu_forward(x, approximate), y_ref, **TOL[np.float32])
+    np.testing.assert_allclose(kernels.gelu_backward(x, dy, approximate), dx_ref,
+                               **TOL[np.float32])
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
