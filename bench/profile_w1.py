@@ -36,24 +36,6 @@ from bench import harness as H  # noqa: E402
 from bench.inputs import GPT, GPT_BATCH, gpt_ids, gpt_train_flops  # noqa: E402
 
 
-def tune_malloc(mmap_threshold=32 << 20, trim_threshold=256 << 20):
-    """glibc only: serve arrays below ``mmap_threshold`` from the heap and keep up to
-    ``trim_threshold`` of freed heap instead of handing it back to the kernel.
-
-    By default glibc maps every large block (a few hundred KB and up) fresh from the kernel and
-    unmaps it on free, so each new activation or gradient array of a training step is
-    page-faulted in again, page by page. This is the experiment behind the README's figure; the
-    fix belongs in the library (the CPU backend), not here.
-    """
-    import ctypes
-    libc = ctypes.CDLL("libc.so.6")
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    ok = libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) and libc.mallopt(M_TRIM_THRESHOLD,
-                                                                           trim_threshold)
-    if not ok:
-        raise OSError("mallopt failed")
-
-
 def _fused_names():
     from tinyfw.backend.interface import FUSED
     from bench.backends import reference_functions
@@ -244,12 +226,14 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=GPT_BATCH)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--torch", action="store_true", help="also time the PyTorch step")
-    p.add_argument("--malloc-tuning", action="store_true",
-                   help="keep freed memory in glibc's heap (mallopt M_MMAP_THRESHOLD=32 MB, "
-                   "M_TRIM_THRESHOLD=256 MB) to show what the page faults cost")
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="leave glibc's malloc as it is (TINYFW_MALLOC_TUNING=0) to show what "
+                   "the page faults cost without tinyfw/backend/cpu/allocator.py")
     args = p.parse_args(argv)
-    if args.malloc_tuning:
-        tune_malloc()
+    if args.no_malloc_tuning:
+        if "tinyfw.backend.cpu" in sys.modules:
+            raise SystemExit("--no-malloc-tuning: the CPU backend is already loaded")
+        os.environ["TINYFW_MALLOC_TUNING"] = "0"
     H.set_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     from bench.workloads import tinyfw_gpt_step
@@ -269,11 +253,12 @@ def main(argv=None):
     for _ in range(args.steps):
         step()
     plain = (clock() - t0) / args.steps
+    from tinyfw.backend.cpu import allocator
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     out.write(f"Plain step (no instrumentation): {plain * 1e3:.1f} ms; per step "
               f"{(r1.ru_minflt - r0.ru_minflt) / args.steps:.0f} minor page faults and "
               f"{(r1.ru_stime - r0.ru_stime) / args.steps * 1e3:.1f} ms of system (kernel) "
-              f"time" + (" [malloc tuned]" if args.malloc_tuning else "") + "\n")
+              f"time [malloc {'tuned' if allocator.MALLOC_TUNED else 'untouched'}]\n")
     if args.torch:
         import torch
         from bench import torch_peers as tp

@@ -500,3 +500,12 @@ def test_importing_tinyfw_selects_the_workqueue_threading_layer():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "workqueue"
+
+
+def test_malloc_tuning_is_applied_on_glibc_and_can_be_switched_off(monkeypatch):
+    import platform
+    from tinyfw.backend.cpu import allocator
+    monkeypatch.setenv("TINYFW_MALLOC_TUNING", "0")
+    assert allocator.tune_malloc() is False
+    monkeypatch.delenv("TINYFW_MALLOC_TUNING")
+    assert allocator.tune_malloc() is (platform.libc_ver()[0] == "glibc")
