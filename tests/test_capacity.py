@@ -3,9 +3,9 @@ reduced reproduction of the paper's findings under ``-m slow``.
 
 What the reproduction asserts is the paper's claim, not this machine's numbers: in setting 2
 (keys repeat, the memory must overwrite) the delta rule solves the task (evaluation loss <= 1e-3)
-while the sum rule with the same feature map cannot get near it; in setting 1 a feature map of
-dimension 128 (DPFP-1) solves 40 keys while ELU+1 (dimension 64) leaves a clearly higher loss at
-80 keys than DPFP-1 does.
+while the sum rule with the same feature map stays above 0.05; in setting 1 linear attention
+(ELU+1, dimension 64) solves 20 keys and fails 120, and at 80 keys it fails where DPFP-1
+(dimension 128) solves.
 """
 import importlib.util
 import os
@@ -104,9 +104,12 @@ def test_setting_2_delta_rule_overwrites_and_sum_rule_cannot():
 
 @pytest.mark.slow
 def test_setting_1_capacity_follows_the_feature_dimension():
-    dpfp_small = capacity.run(1, "dpfp1", 40, max_steps=3000, log=lambda *a: None)
-    assert dpfp_small["solved"]
-    elu = capacity.run(1, "elu", 80, max_steps=3000, log=lambda *a: None)
-    dpfp = capacity.run(1, "dpfp1", 80, max_steps=3000, log=lambda *a: None)
-    assert not elu["solved"]
-    assert dpfp["best_eval_loss"] < elu["best_eval_loss"] / 3
+    """Linear attention (ELU+1, d_key 64) solves 20 keys and fails 120; at 80 keys, beyond its
+    feature dimension, it fails where DPFP-1 (dimension 128) solves."""
+    quiet = dict(max_steps=3000, log=lambda *a: None)
+    assert capacity.run(1, "elu", 20, **quiet)["solved"]
+    elu_120 = capacity.run(1, "elu", 120, **quiet)
+    assert not elu_120["solved"] and elu_120["best_eval_loss"] > 0.05
+    elu_80 = capacity.run(1, "elu", 80, **quiet)
+    dpfp_80 = capacity.run(1, "dpfp1", 80, **quiet)
+    assert not elu_80["solved"] and dpfp_80["solved"]
