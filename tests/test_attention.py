@@ -38,6 +38,13 @@ def path(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["dense", "rows"])
+def layout(request, monkeypatch):
+    """Run the short-context dense (BLAS tile) kernels or the row kernels, whatever the length."""
+    monkeypatch.setattr(kernels, "DENSE_MAX_LENGTH", 1 << 30 if request.param == "dense" else 0)
+    return request.param
+
+
 def rng(seed=0):
     return np.random.default_rng(seed)
 
@@ -68,7 +75,7 @@ def numeric_vjp(f, x, dy, h=1e-6):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES)
-def test_attention_kernels_match_reference(case, dtype, path):
+def test_attention_kernels_match_reference(case, dtype, path, layout):
     q, k, v, do = make(case, dtype)
     causal, offset = case[6], case[7]
     scale = 1 / math.sqrt(q.shape[-1])
@@ -84,7 +91,7 @@ def test_attention_kernels_match_reference(case, dtype, path):
         np.testing.assert_allclose(g, w, err_msg=name, **TOL[dtype])
 
 
-def test_attention_kernels_accept_non_contiguous_inputs(path):
+def test_attention_kernels_accept_non_contiguous_inputs(path, layout):
     g = rng(1)
     base = g.standard_normal((2, 6, 3, 4))                   # (B, L, H, D)
     q, k, v = (np.swapaxes(base * s, 1, 2) for s in (1.0, 0.5, 2.0))   # (B, H, L, D) views
@@ -98,8 +105,32 @@ def test_attention_kernels_accept_non_contiguous_inputs(path):
         np.testing.assert_allclose(got, want, **TOL[np.float64])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_kernels_propagate_nan_like_the_reference(dtype, layout):
+    """A NaN in a query poisons its own row; a NaN in a key is masked away from the queries
+    before it (causal) and poisons the rows that see it; -inf scores give what NumPy gives.
+    Backward: the reference also spreads a NaN row's delta to keys that row cannot see (through
+    0 * NaN at masked entries); the kernels may leave those finite, so there only the
+    reference's finite entries are compared."""
+    q, k, v, do = make((1, 2, 6, 6, 4, 4, True, 0), dtype, seed=5)
+    q[0, 0, 2, 1] = np.nan
+    k[0, 1, 4, 0] = np.nan
+    q[0, 1, 0, :] = -np.inf
+    o_ref, lse_ref = ref.attention_forward(q, k, v, 0.5, True)
+    o, lse = kernels.attention_forward(q, k, v, 0.5, True)
+    for got, want in ((o, o_ref), (lse, lse_ref)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, **TOL[dtype])
+    want = ref.attention_backward(do, q, k, v, o_ref, lse_ref, 0.5, True)
+    got = kernels.attention_backward(do, q, k, v, o_ref, lse_ref, 0.5, True)
+    for g, w in zip(got, want):
+        finite = np.isfinite(w)
+        assert np.isfinite(g[finite]).all()
+        np.testing.assert_allclose(g[finite], w[finite], **TOL[dtype])
+
+
 @pytest.mark.parametrize("backend", [ref, kernels], ids=["reference", "numba"])
-def test_attention_is_stable_for_huge_scores(backend):
+def test_attention_is_stable_for_huge_scores(backend, layout):
     """Scores of +-1e4 (a large scale): the max-subtracted softmax gives finite outputs and a
     one-hot attention where one key wins, instead of inf/inf = NaN."""
     q, k, v, do = make((1, 1, 4, 4, 3, 3, True, 0), np.float32, seed=2)

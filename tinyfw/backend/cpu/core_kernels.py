@@ -26,15 +26,14 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir as llvm_ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from ..reference.core import (
     GELU_KAPPA, INV_SQRT_2PI, SQRT_2_OVER_PI, SQRT_HALF,
     adam_bias_corrections, check_adam, check_approximate, check_float, check_ids,
     check_rows, check_same_shape, check_targets,
 )
+from .fastmath import exp_float32 as _exp_float32
 
 __all__ = [
     "softmax_forward", "softmax_backward",
@@ -368,7 +367,7 @@ def embedding_backward(ids, dout, num_embeddings):
 #
 #   P's coefficients are Numerical Recipes' (Press et al., 2nd ed., section 6.2, function erfcc,
 #   a Chebyshev fit): fractional error < 1.2e-7 for all z >= 0 (checked here in float64 against
-#   scipy's erfc on [0, 12]: 1.04e-7). exp is ``_exp_float32`` below. Against the float64
+#   scipy's erfc on [0, 12]: 1.04e-7). exp is ``fastmath.exp_float32``. Against the float64
 #   reference, over 4M float32 inputs in [-12, 12] and 4M draws of 3 * randn, the largest error
 #   was 0.15 (forward) and 0.43 (backward, at the root of Phi + x phi near x = -0.75, where any
 #   float32 evaluation cancels) of the tests' tolerance 2e-7 + 2e-6 |reference|.
@@ -390,48 +389,12 @@ def embedding_backward(ids, dout, num_embeddings):
 # it assumes nothing about NaN or inf). Each loop also runs over slices indexed from 0: with a
 # possibly negative index Numba emits wraparound code, and LLVM then loads element by element.
 
-@intrinsic
-def _float32_from_bits(typingctx, bits):
-    """The float32 whose IEEE bit pattern is the int32 ``bits`` (a free register reinterpret)."""
-    if bits != types.int32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llvm_ir.FloatType())
-    return types.float32(types.int32), codegen
-
-
 _F32 = np.float32
-_LOG2_E = _F32(1.0 / math.log(2.0))
-# ln 2 split in two (Cody & Waite): n * _LN2_HI is exact for |n| < 2^11 (_LN2_HI has 13
-# significant bits), so u - n ln 2 loses nothing to cancellation.
-_LN2_HI = _F32(0.693145751953125)
-_LN2_LO = _F32(math.log(2.0) - 0.693145751953125)
-# Below this, exp(u) (< 1.7e-38) is flushed to 0: 2^n stays a normal float, and no denormals
-# (which are slow) reach the arithmetic. The float64 reference gives 0 or a denormal there.
-_EXP_MIN = _F32(-87.0)
-_EXP_TAYLOR = tuple(_F32(1.0 / math.factorial(k)) for k in range(8))
 _ERFCC = tuple(_F32(c) for c in (
     -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
     0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277))
 _HALF32, _ONE32, _ZERO32 = _F32(0.5), _F32(1.0), _F32(0.0)
 _SQRT_HALF32, _INV_SQRT_2PI32 = _F32(SQRT_HALF), _F32(INV_SQRT_2PI)
-
-
-@njit(inline="always", fastmath={"contract"})
-def _exp_float32(u):
-    """exp(u) for float32 u <= ~1, vectorisable: exp(u) = 2^n exp(r), n = round(u / ln 2),
-    |r| <= ln 2 / 2; exp(r) by its Taylor series to r^7 (remainder < 6e-9 relative); 2^n built
-    directly as float bits. Returns 0 for u < -87 and for NaN (callers only feed NaN when x is
-    NaN, and x carries the NaN into their result)."""
-    uc = u if u >= _EXP_MIN else _EXP_MIN
-    n = np.floor(uc * _LOG2_E + _HALF32)
-    r = (uc - n * _LN2_HI) - n * _LN2_LO
-    c = _EXP_TAYLOR
-    p = c[0] + r * (c[1] + r * (c[2] + r * (c[3] + r * (c[4] + r * (c[5] + r * (c[6]
-                                                                              + r * c[7]))))))
-    two_n = _float32_from_bits(np.int32((n + _F32(127.0)) * _F32(1 << 23)))
-    return p * two_n if u >= _EXP_MIN else _ZERO32
 
 
 @njit(inline="always", fastmath={"contract"})
