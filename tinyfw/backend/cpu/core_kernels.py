@@ -517,11 +517,15 @@ def gelu_backward(x, dy, approximate):
 # Adam / AdamW step
 # ----------------------------------------------------------------------------------------------
 
-@njit(cache=True)
-def _adam_elements(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
-                   one_minus_beta2, eps, weight_decay, decay, decoupled, step_size,
-                   bias_correction2_sqrt, start, stop):
-    for i in range(start, stop):
+@njit(cache=True, error_model="numpy")
+def _adam_slice(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
+                one_minus_beta2, eps, weight_decay, decay, decoupled, step_size,
+                bias_correction2_sqrt):
+    # Indexed from 0 over whole slices and without the ZeroDivisionError check
+    # (error_model="numpy"; the denominator is >= eps > 0), so LLVM vectorises the loop (8 float32
+    # lanes, vsqrtps/vdivps), as for the float32 GELU above. Measured, AdamW float32, 1 thread:
+    # 65k elements 0.51 -> 0.12 ms, 10M elements 41 -> 8.2 ms (2 threads: 0.33 -> 0.15, 40 -> 8.8).
+    for i in range(param.shape[0]):
         p = param[i]
         g = grad[i]
         if decoupled:
@@ -533,6 +537,15 @@ def _adam_elements(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_bet
         exp_avg[i] = m
         exp_avg_sq[i] = v
         param[i] = p - step_size * m / (math.sqrt(v) / bias_correction2_sqrt + eps)
+
+
+@njit(cache=True)
+def _adam_elements(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
+                   one_minus_beta2, eps, weight_decay, decay, decoupled, step_size,
+                   bias_correction2_sqrt, start, stop):
+    _adam_slice(param[start:stop], grad[start:stop], exp_avg[start:stop],
+                exp_avg_sq[start:stop], beta1, beta2, one_minus_beta1, one_minus_beta2, eps,
+                weight_decay, decay, decoupled, step_size, bias_correction2_sqrt)
 
 
 @njit(cache=True, parallel=True)
