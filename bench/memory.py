@@ -2,6 +2,13 @@
 
     python bench/memory.py W1 tinyfw --threads 2
     -> {"case": "W1", "impl": "tinyfw", "import_mb": ..., "peak_mb": ...}
+    python bench/memory.py W1 torch --threads 2 --time-steps 10
+    -> the same plus "step_ms": [...], ten timed steps after three warm-up steps
+
+W1's isolated timing uses ``--time-steps``: in one process, the thread pools of NumPy's BLAS,
+Numba and PyTorch slow each other down (an idle pool keeps spinning for a while after its last
+call, on the cores the next implementation needs), so W1 is also timed with each
+implementation alone in its own process.
 
 Each measurement needs a fresh process: ``ru_maxrss`` is a high-water mark that never goes down,
 and the tinyfw child must not have PyTorch loaded (nor the PyTorch child Numba). ``import_mb`` is
@@ -68,6 +75,8 @@ def main(argv=None):
     p.add_argument("impl", choices=("tinyfw", "torch"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--time-steps", type=int, default=0,
+                   help="also time this many steps (after 3 warm-up steps), wall clock, ms")
     p.add_argument("--repeats", type=int, default=None,
                    help="repetitions after the build (default 2; 1 for PyTorch's token loop, "
                    "which takes minutes at L=4096)")
@@ -93,8 +102,19 @@ def main(argv=None):
     repeats = args.repeats or (1 if args.impl == "torch" and "recurrent" in args.case else 2)
     for _ in range(repeats):
         step()
-    print(json.dumps({"case": args.case, "impl": args.impl, "import_mb": import_mb,
-                      "peak_mb": maxrss_mb()}))
+    result = {"case": args.case, "impl": args.impl, "import_mb": import_mb,
+              "peak_mb": maxrss_mb()}
+    if args.time_steps:
+        import time
+        for _ in range(3):
+            step()
+        times = []
+        for _ in range(args.time_steps):
+            t0 = time.perf_counter()
+            step()
+            times.append(1e3 * (time.perf_counter() - t0))
+        result["step_ms"] = times
+    print(json.dumps(result))
     return 0
 
 
