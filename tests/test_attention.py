@@ -105,6 +105,7 @@ def test_attention_kernels_accept_non_contiguous_inputs(path, layout):
         np.testing.assert_allclose(got, want, **TOL[np.float64])
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NaN on purpose
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_attention_kernels_propagate_nan_like_the_reference(dtype, layout):
     """A NaN in a query poisons its own row; a NaN in a key is masked away from the queries
