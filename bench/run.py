@@ -80,7 +80,7 @@ def run(argv=None):
     args = build_parser().parse_args(argv)
     ids = select(args.only)
     from bench.backends import cuda_usable, kernels_without_reference, reference_replaced
-    from bench.workloads import WORKLOADS, Context
+    from bench.workloads import WORKLOADS, Context, new_row
 
     simulated = False
     if args.device == "cuda":
@@ -140,9 +140,7 @@ def run(argv=None):
             rows.extend(fn(ctx))
         except Exception as e:  # one broken workload must not lose the others' results
             H.log(f"  {wid} failed: {type(e).__name__}: {e}")
-            rows.append({"id": wid, "case": title, "unit": "ms", "value": {}, "detail": {},
-                         "ratio": {}, "missing": {}, "metrics": {}, "notes": [],
-                         "status": f"error: {type(e).__name__}: {e}"})
+            rows.append({**new_row(wid, title), "status": f"error: {type(e).__name__}: {e}"})
     if simulated:
         for row in rows:
             row["value"], row["ratio"], row["detail"] = {}, {}, {}

@@ -69,8 +69,7 @@ class Context:
         raising NotAvailable / ImportError). ``metrics(ms)`` (ms: impl -> median ms) adds derived
         figures (tokens/s, GB/s, % of peak) to the row.
         """
-        row = {"id": wid, "case": case, "unit": "ms", "value": {}, "detail": {}, "ratio": {},
-               "missing": {}, "metrics": {}, "notes": list(notes)}
+        row = new_row(wid, case, notes=notes)
         impls, permanent = {}, set()
         for name in IMPLS:
             build = builders.get(name)
@@ -139,8 +138,24 @@ class Context:
         return build
 
 
+def new_row(wid, case, unit="ms", notes=()):
+    """An empty result row: per-implementation values, details and reasons for missing ones."""
+    return {"id": wid, "case": case, "unit": unit, "value": {}, "detail": {}, "ratio": {},
+            "missing": {}, "metrics": {}, "notes": list(notes)}
+
+
 def row_note(row, text):
     row["notes"].append(text)
+
+
+def note_growth(row, previous, L):
+    """Record ``L`` and, against the row of the previous (shorter) length, each time's growth."""
+    row["metrics"]["L"] = L
+    if previous is not None:
+        for name in row["value"]:
+            if name in previous["value"]:
+                row["metrics"][f"{name}_growth"] = row["value"][name] / previous["value"][name]
+        row["metrics"]["length_factor"] = L / previous["metrics"]["L"]
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -239,8 +254,7 @@ def w1_isolated(ctx, metrics, rounds=3, steps=10):
     the next implementation needs. Measured on 2 cores: the PyTorch W1 step took 62-75 ms alone
     and 130 ms alternating with tinyfw in one process, and tinyfw 73 ms alone against 115 ms.
     """
-    row = {"id": "W1", "case": "GPT train step, each alone in its own process", "unit": "ms",
-           "value": {}, "detail": {}, "ratio": {}, "missing": {}, "metrics": {}, "notes": []}
+    row = new_row("W1", "GPT train step, each alone in its own process")
     peers = ["tinyfw"] + (["torch"] if ctx.tp is not None and ctx.device == "cpu" else [])
     if ctx.tp is None:
         row["missing"]["torch"] = ctx.torch_reason or "torch is not importable"
@@ -401,12 +415,7 @@ def w3(ctx):
                     "reference": reference_build if ctx.use_reference else None,
                     "torch": torch_build,
                 })
-                row["metrics"]["L"] = L
-                if previous is not None:
-                    for name in row["value"]:
-                        if name in previous["value"]:
-                            row["metrics"][f"{name}_growth"] = row["value"][name] / previous["value"][name]
-                    row["metrics"]["length_factor"] = L / previous["metrics"]["L"]
+                note_growth(row, previous, L)
                 previous = row
                 rows.append(row)
     # delta against sum at the longest length, per form (target: delta <= 3x sum)
@@ -474,12 +483,7 @@ def w4(ctx):
             "reference": reference,
             "torch": ctx.torch_builder(lambda a=a: ctx.tp.attention_case(a, ctx.device)),
         })
-        row["metrics"]["L"] = L
-        if previous is not None:
-            for name in row["value"]:
-                if name in previous["value"]:
-                    row["metrics"][f"{name}_growth"] = row["value"][name] / previous["value"][name]
-            row["metrics"]["length_factor"] = L / previous["metrics"]["L"]
+        note_growth(row, previous, L)
         previous = row
         rows.append(row)
     return rows
@@ -629,9 +633,8 @@ def w8(ctx):
     """Warm start on 1M tokens, against one training epoch of the W1 model on the same data."""
     n = 20_000 if ctx.quick else 1_000_000
     tokens, source = warm_start_tokens(n)
-    row = {"id": "W8", "case": f"warm start, {n / 1e6:g}M char tokens", "unit": "s",
-           "value": {}, "detail": {}, "ratio": {}, "missing": {}, "metrics": {},
-           "notes": [f"corpus: {source}"]}
+    row = new_row("W8", f"warm start, {n / 1e6:g}M char tokens", unit="s",
+                  notes=[f"corpus: {source}"])
     if ctx.use_reference:
         row["missing"]["reference"] = "the warm start is NumPy/SciPy already (no kernels)"
     row["missing"]["torch"] = "no PyTorch peer; compared with a training epoch instead"
@@ -701,10 +704,8 @@ def w9(ctx):
     rows = []
     peers = ["tinyfw"] + (["torch"] if ctx.tp is not None else [])
     for case in W9_CASES:
-        row = {"id": "W9", "case": f"peak RSS, {case}" + ("" if case == "W1" else
-                                                           f" L={256 if ctx.quick else 4096}"),
-               "unit": "MB", "value": {}, "detail": {}, "ratio": {}, "missing": {}, "metrics": {},
-               "notes": []}
+        row = new_row("W9", f"peak RSS, {case}" + ("" if case == "W1" else
+                                                 f" L={256 if ctx.quick else 4096}"), unit="MB")
         if ctx.tp is None:
             row["missing"]["torch"] = ctx.torch_reason or "torch is not importable"
         for impl in peers:
