@@ -3,6 +3,9 @@ definition (finite differences of the forward for the backwards, scipy / plain P
 PyTorch when it is importable, and a hand-computed Adam example).
 """
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -488,9 +491,7 @@ def test_adam_rejects_bad_input(backend):
 
 def test_importing_tinyfw_selects_the_workqueue_threading_layer():
     """OpenMP's spinning idle threads made a 2-thread training step 3x slower (backend/__init__)."""
-    import subprocess
-    import sys
-    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     code = ("import numba, numpy as np, tinyfw\n"
             "from tinyfw.backend.cpu import core_kernels as k\n"
             "k.PARALLEL_MIN_ELEMENTS = 0\n"
