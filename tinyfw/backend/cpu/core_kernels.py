@@ -62,6 +62,9 @@ __all__ = [
 # against 0.04-0.1 ms serially; the (768, 65) softmax fwd+bwd 37-46 ms against 0.4-0.5 ms.
 # 1 << 16 keeps every call that costs under ~0.25 ms on one thread (its parallel gain is
 # ~0.1 ms at best) and runs the larger ones, where threads save real time, in parallel.
+# These figures were taken under Numba's OpenMP layer and before the GELU and Adam loops were
+# vectorised; tinyfw now runs on the workqueue layer (backend/__init__.py). The threshold was
+# not re-measured since.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
