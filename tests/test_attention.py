@@ -13,6 +13,7 @@ from tinyfw.backend.cpu import attention as kernels
 from tinyfw.backend.reference import attention as ref
 from tinyfw.nn.attention import CausalSelfAttention, attention_probabilities as layer_probs
 from tinyfw.ops.attention import (attention_probabilities, causal_attention,
+                                  packed_causal_self_attention,
                                   scaled_dot_product_attention as sdpa)
 
 DTYPES = [np.float32, np.float64]
@@ -333,6 +334,62 @@ def _with_weight(m, w, x):
         return m(x)
     finally:
         m.qkv._parameters["weight"] = saved
+
+
+def _split_attend_merge(qkv, n_heads):
+    """packed_causal_self_attention written as separate ops: the definition it must equal."""
+    B, L, three_d = qkv.shape
+    heads = qkv.reshape(B, L, 3, n_heads, three_d // (3 * n_heads)).permute(2, 0, 3, 1, 4)
+    y = sdpa(heads[0], heads[1], heads[2], is_causal=True)
+    return y.transpose(1, 2).reshape(B, L, three_d // 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (1, 1, 2, 3), (3, 9, 1, 8)])  # B, L, H, Dh
+def test_packed_self_attention_equals_split_attend_merge(shape, dtype, layout):
+    B, L, H, Dh = shape
+    g = rng(12)
+    qkv = g.standard_normal((B, L, 3 * H * Dh)).astype(dtype)
+    dy = g.standard_normal((B, L, H * Dh)).astype(dtype)
+    grads, outs = [], []
+    for f in (lambda t: packed_causal_self_attention(t, H), lambda t: _split_attend_merge(t, H)):
+        t = fw.tensor(qkv, requires_grad=True)
+        y = f(t)
+        y.backward(fw.tensor(dy))
+        outs.append(y.numpy())
+        grads.append(t.grad.numpy())
+    assert outs[0].shape == (B, L, H * Dh) and outs[0].dtype == dtype
+    np.testing.assert_allclose(outs[0], outs[1], **TOL[dtype])
+    np.testing.assert_allclose(grads[0], grads[1], **TOL[dtype])
+
+
+def test_packed_self_attention_gradcheck(layout):
+    x = t64(rng(13).standard_normal((2, 4, 12)))
+    assert fw.gradcheck(lambda t: packed_causal_self_attention(t, 2), (x,))
+    assert fw.gradcheck(lambda t: packed_causal_self_attention(t, 1, scale=0.3), (x,))
+
+
+def test_packed_self_attention_errors_name_the_op_and_shapes():
+    with pytest.raises(ValueError, match=r"packed_causal_self_attention: .*n_heads=2, got "
+                                         r"\(2, 4, 9\)"):
+        packed_causal_self_attention(fw.randn(2, 4, 9), 2)
+    with pytest.raises(ValueError, match=r"packed_causal_self_attention: .*got \(4, 12\)"):
+        packed_causal_self_attention(fw.randn(4, 12), 2)
+    with pytest.raises(ValueError, match="packed_causal_self_attention: n_heads must be"):
+        packed_causal_self_attention(fw.randn(2, 4, 12), 0)
+    with pytest.raises(TypeError, match="packed_causal_self_attention: qkv must be floating"):
+        packed_causal_self_attention(fw.tensor(np.ones((1, 2, 6), np.int64)), 1)
+
+
+def test_causal_self_attention_layer_uses_the_packed_path_and_the_split_one_alike():
+    """Without a state the layer takes the packed Function; with return_state the split ops.
+    Both must give the same output."""
+    fw.manual_seed(5)
+    m = CausalSelfAttention(8, 2, dtype=fw.float64)
+    x = t64(rng(14).standard_normal((2, 5, 8)), False)
+    y_packed = m(x).numpy()
+    y_split, _ = m(x, return_state=True)
+    np.testing.assert_allclose(y_packed, y_split.numpy(), rtol=1e-12, atol=1e-14)
 
 
 def test_attention_probabilities_of_a_layer():

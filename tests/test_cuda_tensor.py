@@ -15,6 +15,7 @@ import tinyfw as fw  # noqa: E402
 import tinyfw.nn as nn  # noqa: E402
 import tinyfw.nn.functional as F  # noqa: E402
 from tinyfw.backend.cuda import runtime  # noqa: E402
+from tinyfw.ops.attention import packed_causal_self_attention  # noqa: E402
 from tinyfw.ops.fast_weights import delta_rule, linear_attention  # noqa: E402
 from tinyfw.ops.safu import running_mean, safu_block_attention  # noqa: E402
 
@@ -85,6 +86,9 @@ CASES = {
     "causal_attention": (
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
         [(1, 2, 3, 4), (1, 2, 3, 4), (1, 2, 3, 2)]),
+    "packed_self_attention": (
+        lambda qkv: packed_causal_self_attention(qkv, 2),
+        [(2, 3, 12)]),
     "fast_weights": (
         lambda q, k, v, b: linear_attention(q.sigmoid(), k.sigmoid(), v)
         + delta_rule(q, k, v, b.sigmoid()),

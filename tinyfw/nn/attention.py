@@ -62,6 +62,10 @@ class CausalSelfAttention(Module):
         """x (B, L, D) -> y (B, L, D) (and the KV cache covering everything seen so far)."""
         self._check_input(x)
         B, L, D = x.shape
+        if state is None and not return_state:
+            # training and plain inference: split, attend and merge the heads in one Function
+            y = _attn.packed_causal_self_attention(self.qkv(x), self.n_heads)
+            return self.drop(self.proj(y))
         q, k, v = self._heads(x)
         if state is None:
             y = _attn.scaled_dot_product_attention(q, k, v, is_causal=True)

@@ -12,6 +12,10 @@ Three entry points:
   the cached ones and to each other. Equal to the former when ``Lq == Lk``.
 - ``attention_probabilities(q, k, is_causal=False, scale=None)``: the weights themselves
   ``(..., Lq, Lk)``, for attention maps (differentiable, but it materialises ``L^2`` numbers).
+
+and one for the Transformer layer: ``packed_causal_self_attention(qkv, n_heads)`` takes the
+output of the fused ``D -> 3D`` projection as it is and returns the heads already merged, so the
+split into q, k, v, the head permutes and the merge are one Function instead of seven.
 """
 import math
 
@@ -19,7 +23,8 @@ from ..autograd import Function
 from ..tensor import Tensor
 from .shape import reshape
 
-__all__ = ["scaled_dot_product_attention", "causal_attention", "attention_probabilities"]
+__all__ = ["scaled_dot_product_attention", "causal_attention", "attention_probabilities",
+           "packed_causal_self_attention"]
 
 
 class Attention(Function):
@@ -35,6 +40,43 @@ class Attention(Function):
         q, k, v, o, lse = ctx.saved_tensors
         dq, dk, dv = ctx.backend.attention_backward(do, q, k, v, o, lse, *ctx.args)
         return dq, dk, dv, None, None, None
+
+
+class PackedCausalSelfAttention(Function):
+    """qkv (B, L, 3D), laid out (3, H, Dh) in the last dim -> y (B, L, D), heads merged.
+
+    The same numbers as splitting qkv into q, k, v (B, H, L, Dh), causal attention and merging
+    the heads with ``transpose(1, 2).reshape``; but the split is a set of views the kernels read
+    in place, and the backward writes dq, dk, dv side by side into one (B, L, 3D) gradient. Done
+    as separate ops, the split costs three Index nodes whose backwards each scatter into a
+    zeroed (3, B, H, L, Dh) array that autograd then sums, and a permute whose gradient has to
+    be copied back into order: about 1.5 ms of the 45 ms W1 training step (bench/README.md).
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, n_heads, scale):
+        be = ctx.backend
+        B, L, three_d = qkv.shape
+        heads = be.reshape(qkv, (B, L, 3, n_heads, three_d // (3 * n_heads)))
+        every = slice(None)
+        q, k, v = (be.transpose(be.getitem(heads, (every, every, i)), (0, 2, 1, 3))
+                   for i in range(3))                          # (B, H, L, Dh) views
+        o, lse = be.attention_forward(q, k, v, scale, True, 0)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.scale = scale
+        return be.reshape(be.contiguous(be.transpose(o, (0, 2, 1, 3))), (B, L, three_d // 3))
+
+    @staticmethod
+    def backward(ctx, dy):
+        q, k, v, o, lse = ctx.saved_tensors
+        be = ctx.backend
+        B, H, L, Dh = o.shape
+        do = be.transpose(be.reshape(dy, (B, L, H, Dh)), (0, 2, 1, 3))
+        grads = be.attention_backward(do, q, k, v, o, lse, ctx.scale, True, 0)
+        every = slice(None)
+        # each (B, H, L, Dh) -> (B, L, 1, H, Dh), then side by side along the new axis
+        slabs = [be.getitem(be.transpose(g, (0, 2, 1, 3)), (every, every, None)) for g in grads]
+        return be.reshape(be.concatenate(slabs, 2), (B, L, 3 * H * Dh)), None, None
 
 
 class AttentionProbabilities(Function):
@@ -117,6 +159,32 @@ def causal_attention(q, k, v, scale=None):
                          "the queries must be the last positions of the keys")
     return _attention(q, k, v, default if scale is None else scale, True,
                       k.shape[-2] - q.shape[-2])
+
+
+def packed_causal_self_attention(qkv, n_heads, scale=None):
+    """Causal multi-head self-attention on a fused projection: qkv ``(B, L, 3D)`` -> ``(B, L, D)``.
+
+    The last dim of ``qkv`` holds q, k, v side by side, each as ``n_heads`` heads of width
+    ``Dh = D / n_heads`` (nanoGPT's ``c_attn`` layout); the result has the heads merged in the
+    same order. Equal to ``scaled_dot_product_attention(q, k, v, is_causal=True)`` on the split
+    ``(B, H, L, Dh)`` heads followed by ``transpose(1, 2).reshape(B, L, D)``, in one Function.
+    ``scale`` defaults to ``1/sqrt(Dh)``.
+    """
+    if not isinstance(qkv, Tensor):
+        raise TypeError(f"packed_causal_self_attention: qkv must be a Tensor, got "
+                        f"{type(qkv).__name__}")
+    if qkv.dtype.kind != "f":
+        raise TypeError(f"packed_causal_self_attention: qkv must be floating point, got "
+                        f"{qkv.dtype}")
+    if not isinstance(n_heads, int) or n_heads < 1:
+        raise ValueError(f"packed_causal_self_attention: n_heads must be a positive int, got "
+                         f"{n_heads!r}")
+    if qkv.ndim != 3 or qkv.shape[1] < 1 or qkv.shape[2] % (3 * n_heads) or qkv.shape[2] == 0:
+        raise ValueError(f"packed_causal_self_attention: qkv must be (B, L, 3 * D) with L >= 1 "
+                         f"and D a positive multiple of n_heads={n_heads}, got {qkv.shape}")
+    head_dim = qkv.shape[2] // (3 * n_heads)
+    return PackedCausalSelfAttention.apply(
+        qkv, n_heads, float(1.0 / math.sqrt(head_dim) if scale is None else scale))
 
 
 def attention_probabilities(q, k, is_causal=False, scale=None, offset=0):

@@ -1,5 +1,5 @@
 """Matrix multiplication (batched, broadcast, 1-D promotion as ``numpy.matmul``) and ``linear``."""
-from ..autograd import Function
+from ..autograd import Function, backend_iadd
 from .shape import reshape
 
 
@@ -65,8 +65,10 @@ class Linear(Function):
         be = ctx.backend
         x2 = be.reshape(x, (-1, x.shape[-1]))
         y = be.matmul(x2, be.transpose(weight, (1, 0)))
-        if bias is not None:
-            y = be.add(y, bias)
+        if bias is not None and bias.dtype == y.dtype:
+            backend_iadd(be, y, bias)   # y is the matmul's own new array: no second (N, out) one
+        elif bias is not None:
+            y = be.add(y, bias)         # mixed dtypes promote, as before
         ctx.save_for_backward(x2, weight)
         ctx.in_shape = x.shape
         ctx.has_bias = bias is not None
