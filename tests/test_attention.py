@@ -39,10 +39,14 @@ def path(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(params=["dense", "rows"])
+@pytest.fixture(params=["dense", "dense-blocks", "rows"])
 def layout(request, monkeypatch):
-    """Run the short-context dense (BLAS tile) kernels or the row kernels, whatever the length."""
-    monkeypatch.setattr(kernels, "DENSE_MAX_LENGTH", 1 << 30 if request.param == "dense" else 0)
+    """Run the short-context dense (BLAS tile) kernels or the row kernels, whatever the length;
+    'dense-blocks' cuts the queries into blocks of 3, so every case spans several blocks (and
+    a last, shorter one) and the causal block skipping is exercised."""
+    monkeypatch.setattr(kernels, "DENSE_MAX_LENGTH", 0 if request.param == "rows" else 1 << 30)
+    if request.param == "dense-blocks":
+        monkeypatch.setattr(kernels, "QUERY_BLOCK", 3)
     return request.param
 
 
