@@ -78,7 +78,13 @@ _FASTMATH_DENSE = {"contract"}
 # Below this many multiply-adds (B * H * Lq * Lk * (D + Dv)) one thread does the whole job: waking
 # Numba's thread pool costs more than the work (a generation step is one query row per head),
 # and on a busy machine far more. Tests set it to 0 or to a huge value to exercise both paths.
-PARALLEL_MIN_WORK = 1 << 17
+# W1's call (12, 4, 64, 32), 12.6M, runs on the calling thread: on the 2-core EPYC (2 threads,
+# workqueue layer, 2026-11-29) the prange drivers took a median 0.56-0.66 ms forward and
+# 0.87-1.26 ms backward against 0.51 and 0.98 ms serially (their best runs, 0.33 and 0.57 ms,
+# show what an idle second core would give), and inside a training step the pool also competes
+# with OpenBLAS's spinning threads (see PARALLEL_MIN_ELEMENTS in core_kernels.py). W4's shapes
+# (from (4, 4, 256, 32): 67M) run in parallel.
+PARALLEL_MIN_WORK = 1 << 25
 
 # Up to this many keys (and queries) per head the dense path runs: the (Lk, Lq) score tile of a
 # head, 4 * 128 * 128 bytes = 64 KiB in float32, fits in L2, and BLAS on whole tiles beats the

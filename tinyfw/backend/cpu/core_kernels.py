@@ -63,9 +63,17 @@ __all__ = [
 # 1 << 16 keeps every call that costs under ~0.25 ms on one thread (its parallel gain is
 # ~0.1 ms at best) and runs the larger ones, where threads save real time, in parallel.
 # These figures were taken under Numba's OpenMP layer and before the GELU and Adam loops were
-# vectorised; tinyfw now runs on the workqueue layer (backend/__init__.py). The threshold was
-# not re-measured since.
-PARALLEL_MIN_ELEMENTS = 1 << 16
+# vectorised. tinyfw now runs on the workqueue layer (backend/__init__.py), whose workers sleep
+# between launches, and re-measured there (2-core AMD EPYC, 2 threads, 2026-11-29) a launch is
+# far dearer: an empty prange over 2 chunks costs 33-70 us; a float32 multiply-add over 1M
+# elements 65 us serial against 158 us (median) in parallel; the float32 GELU forward over
+# W1's 393k elements 0.29 ms serial against 0.39 ms in parallel, over 4M elements 3.2 against
+# 2.4 ms. In a W1 training step the pool also competes with OpenBLAS's threads, which keep
+# spinning for a while after each matmul: with every fused kernel on the calling thread the
+# step took 39.4-39.9 ms against 41.4-42.0 ms with the old thresholds. Hence 1 << 20: the W1
+# kernels (at most 393k elements) stay on the calling thread, large inputs (W5-W7: millions of
+# elements) still use the pool.
+PARALLEL_MIN_ELEMENTS = 1 << 20
 
 
 # ----------------------------------------------------------------------------------------------
