@@ -61,10 +61,9 @@ starts its own threads (our reading: the BLAS pool and Numba's threads compete f
 while the loops kept their single-thread speed-up. The loops are the robust choice.
 """
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit, prange
 
-from .fastmath import exp_float32
+from .fastmath import exp_of_dtype as _exp
 
 __all__ = ["attention_forward", "attention_backward"]
 
@@ -95,22 +94,6 @@ DENSE_MAX_LENGTH = 128
 # The dense path works on blocks of this many queries: a causal block sees only the keys up to
 # its last query, so the masked upper triangle is skipped block by block (see the dense kernels).
 QUERY_BLOCK = 32
-
-
-def _exp(u):
-    """exp in the dtype of u inside the kernels (a pure-Python stand-in for the overload)."""
-    return np.exp(u)
-
-
-@overload(_exp, inline="always")
-def _exp_overload(u):
-    if u == types.float32:
-        # The vectorisable float32 exp; its NaN -> 0 becomes NaN -> NaN as in np.exp, so a NaN
-        # score still poisons its row as in the reference. The arguments here are s - max(s) or
-        # s - lse: <= 0 up to rounding, -inf, or NaN.
-        return lambda u: u if u != u else exp_float32(u)
-    # float64 keeps libm's exp: the gradchecks need it exact.
-    return lambda u: np.exp(u)
 
 
 # Each kernel handles the (batch, head) pairs bh in [start, stop), flattened as bh = b * H + h;

@@ -1,16 +1,17 @@
 """Vectorisable float32 math for Numba kernels: functions that LLVM can inline into a loop and
 run 8 lanes wide, where a libm call (``np.exp``, ``math.exp``) is a scalar call per element.
 
-Shared by the float32 GELU (``core_kernels.py``) and softmax attention (``attention.py``).
+Shared by the float32 GELU, cross-entropy (``core_kernels.py``) and softmax attention
+(``attention.py``).
 """
 import math
 
 import numpy as np
 from llvmlite import ir as llvm_ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-__all__ = ["exp_float32"]
+__all__ = ["exp_float32", "exp_of_dtype"]
 
 
 @intrinsic
@@ -51,3 +52,19 @@ def exp_float32(u):
                                                                               + r * c[7]))))))
     two_n = _float32_from_bits(np.int32((n + _F32(127.0)) * _F32(1 << 23)))
     return p * two_n if u >= _EXP_MIN else _ZERO32
+
+
+def exp_of_dtype(u):
+    """exp in the dtype of u inside kernels (a pure-Python stand-in for the overload below)."""
+    return np.exp(u)
+
+
+@overload(exp_of_dtype, inline="always")
+def _exp_of_dtype_overload(u):
+    if u == types.float32:
+        # The vectorisable float32 exp; its NaN -> 0 becomes NaN -> NaN as in np.exp, so a NaN
+        # input still poisons its row as in the references. Callers feed x - max(x) or x - lse:
+        # <= 0 up to rounding, -inf, or NaN.
+        return lambda u: u if u != u else exp_float32(u)
+    # float64 keeps libm's exp: the gradchecks need it exact.
+    return lambda u: np.exp(u)
