@@ -122,20 +122,39 @@ def _rows(x):
 # Softmax and log-softmax over the last axis
 # ----------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_SUM_FASTMATH)
+def _sum_float64(x):
+    """sum(x) accumulated in float64, reassociated into SIMD lanes."""
+    total = 0.0
+    for i in range(x.shape[0]):
+        total += x[i]
+    return total
+
+
+@njit(fastmath={"contract"}, error_model="numpy")
+def _exp_shifted(row, shift, scale, out):
+    """out[c] = scale * exp(row[c] - shift), in the dtype of row."""
+    for c in range(row.shape[0]):
+        out[c] = scale * _exp_of_dtype(row[c] - shift)
+
+
+# The exps run through ``_exp_shifted`` (the vectorised float32 exp, libm for float64) and the
+# row sums through ``_sum_float64`` (reassociated into SIMD lanes); see the cross-entropy
+# section below for why they are separate functions. Against the previous scalar libm loops
+# (2-core AMD EPYC, 1 thread, CPU time, float32 (4096, 512), forward / backward): softmax
+# 8.6 / 2.2 -> 2.5 / 2.5 ms, log-softmax 10.4 / 10.3 -> 2.7 / 1.6 ms.
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _softmax_forward_rows(x, y, start, stop):
     for r in range(start, stop):
-        m = x[r, 0]
-        for c in range(1, x.shape[1]):
-            m = max(m, x[r, c])
-        total = 0.0
-        for c in range(x.shape[1]):
-            e = math.exp(x[r, c] - m)
-            y[r, c] = e
-            total += e
-        inv = 1.0 / total
-        for c in range(x.shape[1]):
-            y[r, c] = y[r, c] * inv
+        row, out = x[r], y[r]
+        m = row[0]
+        for c in range(1, row.shape[0]):
+            m = max(m, row[c])
+        _exp_shifted(row, m, row.dtype.type(1.0), out)
+        inv = 1.0 / _sum_float64(out)
+        for c in range(row.shape[0]):
+            out[c] = out[c] * inv
 
 
 @njit(cache=True)
@@ -148,28 +167,27 @@ def _softmax_backward_rows(y, dy, dx, start, stop):
             dx[r, c] = y[r, c] * (dy[r, c] - dot)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _log_softmax_forward_rows(x, y, start, stop):
     for r in range(start, stop):
-        m = x[r, 0]
-        for c in range(1, x.shape[1]):
-            m = max(m, x[r, c])
-        total = 0.0
-        for c in range(x.shape[1]):
-            total += math.exp(x[r, c] - m)
-        log_total = math.log(total)
-        for c in range(x.shape[1]):
-            y[r, c] = (x[r, c] - m) - log_total
+        row, out = x[r], y[r]
+        m = row[0]
+        for c in range(1, row.shape[0]):
+            m = max(m, row[c])
+        _exp_shifted(row, m, row.dtype.type(1.0), out)     # out as scratch for exp(x - m)
+        log_total = math.log(_sum_float64(out))
+        for c in range(row.shape[0]):
+            out[c] = (row[c] - m) - log_total
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _log_softmax_backward_rows(y, dy, dx, start, stop):
     for r in range(start, stop):
-        total = 0.0  # sum(dy) for the row
-        for c in range(y.shape[1]):
-            total += dy[r, c]
-        for c in range(y.shape[1]):
-            dx[r, c] = dy[r, c] - math.exp(y[r, c]) * total
+        total = _sum_float64(dy[r])                          # sum(dy) for the row
+        out = dx[r]
+        _exp_shifted(y[r], y.dtype.type(0.0), y.dtype.type(-total), out)
+        for c in range(out.shape[0]):
+            out[c] += dy[r, c]                               # dy - exp(y) * sum(dy)
 
 
 @njit(cache=True, parallel=True)
@@ -250,22 +268,6 @@ def log_softmax_backward(y, dy):
 # stays a plain scalar loop, so a NaN logit still makes its row NaN. Measured against the
 # previous scalar libm loops (2-core AMD EPYC, 1 thread, CPU time, float32, forward / backward):
 # W1's (768, 65) 0.205 / 0.141 -> 0.065 / 0.034 ms; W6's (8192, 8192) 266 / 224 -> 62 / 48 ms.
-
-@njit(cache=True, fastmath=_SUM_FASTMATH)
-def _sum_float64(x):
-    """sum(x) accumulated in float64, reassociated into SIMD lanes."""
-    total = 0.0
-    for i in range(x.shape[0]):
-        total += x[i]
-    return total
-
-
-@njit(fastmath={"contract"}, error_model="numpy")
-def _exp_shifted(row, shift, scale, out):
-    """out[c] = scale * exp(row[c] - shift), in the dtype of row."""
-    for c in range(row.shape[0]):
-        out[c] = scale * _exp_of_dtype(row[c] - shift)
-
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _cross_entropy_forward_rows(logits, target, ignore_index, loss, lse, start, stop):
