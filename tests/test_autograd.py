@@ -177,3 +177,81 @@ def test_gradcheck_requires_float64():
     x = fw.tensor([1.0], requires_grad=True)
     with pytest.raises(TypeError, match="float64"):
         fw.gradcheck(fw.exp, (x,))
+
+
+# ----------------------------------------------------------------------------------------------
+# Adopting fresh gradient arrays instead of copying them (run_backward's _fresh_gradients)
+# ----------------------------------------------------------------------------------------------
+
+class SameArrayTwice(Function):
+    """y = a + b whose backward hands one new array to both inputs."""
+    made = []
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        both = g * 1.0
+        SameArrayTwice.made.append(both)
+        return both, both
+
+
+class ReturnsSavedInput(Function):
+    """A (wrong on purpose) backward that returns an array the forward saved: the input itself."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * 2.0
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return x
+
+
+def test_a_fresh_gradient_is_adopted_by_its_leaf_not_copied():
+    x = fw.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    w = fw.tensor(np.ones((3, 4)), requires_grad=True)
+    (x @ w).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), np.repeat(x.numpy().sum(0)[:, None], 4, 1))
+    SameArrayTwice.made.clear()
+    a = fw.tensor(np.ones(3), requires_grad=True)
+    c = fw.tensor(np.ones(3), requires_grad=True)
+    out = SameArrayTwice.apply(a, c) * fw.tensor(np.array([1.0, 2.0, 3.0]))
+    out.sum().backward()
+    # one array for two leaves: neither may adopt it, or one .grad += would change the other
+    assert a.grad.data is not SameArrayTwice.made[0] and c.grad.data is not SameArrayTwice.made[0]
+    assert not np.shares_memory(a.grad.data, c.grad.data)
+    a.grad.data += 100.0
+    np.testing.assert_allclose(c.grad.numpy(), [1.0, 2.0, 3.0])
+
+
+def test_a_gradient_that_is_saved_or_passed_on_is_copied():
+    x = fw.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    ReturnsSavedInput.apply(x).sum().backward()
+    assert not np.shares_memory(x.grad.data, x.data)
+    x.grad.data[:] = 0.0
+    np.testing.assert_allclose(x.numpy(), [1.0, 2.0])
+    # Add hands its incoming gradient to both inputs: the two leaves must not share it
+    p = fw.tensor(np.ones(2), requires_grad=True)
+    q = fw.tensor(np.ones(2), requires_grad=True)
+    ((p + q) * 3.0).sum().backward()
+    assert not np.shares_memory(p.grad.data, q.grad.data)
+    np.testing.assert_allclose(p.grad.numpy(), [3.0, 3.0])
+
+
+def test_sums_into_an_adopted_gradient_stay_correct():
+    """A fresh first contribution becomes the sum's own buffer: later contributions add into it
+    in place, and nothing that was handed on earlier may change."""
+    x = fw.tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    y = x * 2.0                        # non-leaf reached by three branches
+    z = (y * y).sum() + (y * 3.0).sum() + y.sum()
+    z.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2.0 * (2.0 * 2.0 * x.numpy() + 3.0 + 1.0))
+    g1 = x.grad.numpy().copy()
+    z2 = (x * x).sum()
+    z2.backward()                      # accumulates into the adopted .grad
+    np.testing.assert_allclose(x.grad.numpy(), g1 + 2.0 * x.numpy())

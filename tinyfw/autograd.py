@@ -210,13 +210,14 @@ def _topological_order(roots):
 
 class _GradSlot:
     """A gradient being summed: the first array is borrowed (it may be shared with another
-    branch), so the second contribution first copies it into a buffer this slot owns."""
+    branch), so the second contribution first copies it into a buffer this slot owns, unless
+    the first one was fresh (see ``_fresh_gradients``) and so already the slot's own."""
 
     __slots__ = ("array", "owned")
 
-    def __init__(self, array):
+    def __init__(self, array, owned=False):
         self.array = array
-        self.owned = False
+        self.owned = owned
 
     def add(self, backend, grad):
         if not self.owned:
@@ -236,6 +237,32 @@ def backend_iadd(backend, target, value):
         target += value
 
 
+def _owner(a):
+    """The NumPy array that owns the memory of ``a`` (``a`` itself unless it is a view)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _fresh_gradients(node, grads_out, grads_in):
+    """For each gradient of ``grads_in`` (as delivered: after unbroadcast and cast), whether it
+    is a fresh array that nothing else can see, so that a leaf or a sum may adopt it instead
+    of copying it (PyTorch steals such a buffer too): a writable C-contiguous NumPy array whose
+    memory is neither that of the incoming gradients (Add, Reshape and Expand hand those on),
+    nor of anything the node saved or was given, nor of another gradient in the same list.
+    Any other array (and every non-CPU array) is copied as before."""
+    owners = [id(_owner(g)) if isinstance(g, np.ndarray) and g.flags.writeable
+              and g.flags.c_contiguous else None for g in grads_in]
+    if not any(owners):
+        return [False] * len(grads_in)
+    seen = [a for a in grads_out if isinstance(a, np.ndarray)]
+    seen += [a for a in node._saved if isinstance(a, np.ndarray)]
+    seen += [a for a in vars(node).values() if isinstance(a, np.ndarray)]
+    seen += [t.data for t in node.inputs if t is not None and isinstance(t.data, np.ndarray)]
+    taken = {id(_owner(a)) for a in seen}
+    return [o is not None and o not in taken and owners.count(o) == 1 for o in owners]
+
+
 def run_backward(roots, root_grads, retain_graph=False, capture=None):
     """Propagate ``root_grads`` from ``roots`` through the graph.
 
@@ -247,20 +274,22 @@ def run_backward(roots, root_grads, retain_graph=False, capture=None):
     captured = {id(t): None for t in capture} if capture is not None else None
     keep_alive = []   # Tensors whose id is a key above must outlive the walk
 
-    def deliver(tensor, grad, backend):
+    def deliver(tensor, grad, backend, fresh=False):
         if captured is not None and id(tensor) in captured:
             prev = captured[id(tensor)]
             captured[id(tensor)] = grad if prev is None else backend.add(prev, grad)
+            fresh = False   # the captured list holds it too
         if tensor._ctx is None:
             if captured is None and tensor.requires_grad:
-                tensor._accumulate_grad(grad)
+                tensor._accumulate_grad(grad, adopt=fresh)
             return
         if captured is None and tensor._retains_grad:
             tensor._accumulate_grad(grad)
+            fresh = False   # .grad holds it too
         key = (id(tensor._ctx), tensor._out_index)
         slot = slots.get(key)
         if slot is None:
-            slots[key] = _GradSlot(grad)
+            slots[key] = _GradSlot(grad, owned=fresh)
         else:
             slot.add(backend, grad)
 
@@ -282,13 +311,17 @@ def run_backward(roots, root_grads, retain_graph=False, capture=None):
         if len(grads_in) != len(node.inputs):
             raise RuntimeError(f"{node.function.__name__}.backward returned {len(grads_in)} "
                                f"gradients for {len(node.inputs)} inputs")
+        delivered = []
         for t, g in zip(node.inputs, grads_in):
             if t is None or g is None or not t.requires_grad:
                 continue
             g = unbroadcast(backend, g, t.shape)
             if g.dtype != t.dtype:
                 g = backend.astype(g, t.dtype)
-            deliver(t, g, backend)
+            delivered.append((t, g))
+        fresh = _fresh_gradients(node, grads_out, [g for _, g in delivered])
+        for (t, g), is_fresh in zip(delivered, fresh):
+            deliver(t, g, backend, is_fresh)
         if not retain_graph:
             node._free()
 

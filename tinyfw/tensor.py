@@ -182,11 +182,12 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
-    def _accumulate_grad(self, g):
+    def _accumulate_grad(self, g, adopt=False):
         backend = backend_for(self.device)
         if self.grad is None:
-            # A copy: g may be shared with another branch of the graph that still reads it.
-            self.grad = Tensor._wrap(backend.copy(g), self.device)
+            # A copy: g may be shared with another branch of the graph that still reads it;
+            # the engine says ``adopt`` when it knows that nothing else holds g.
+            self.grad = Tensor._wrap(g if adopt else backend.copy(g), self.device)
         else:
             autograd.backend_iadd(backend, self.grad.data, g)
 
