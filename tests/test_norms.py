@@ -12,7 +12,7 @@ from tinyfw.nn.normalization import LayerNorm, RMSNorm
 from tinyfw.ops.norms import layer_norm, rms_norm
 
 DTYPES = [np.float32, np.float64]
-# kernel vs reference: the kernel sums rows in float64 (NumPy: float32, pairwise)
+# kernel vs reference: both sum rows in the input dtype (kernel: SIMD partial sums; NumPy: pairwise)
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 AFFINE = [(True, True), (True, False), (False, False), (False, True)]
 SHAPES = [(1, 1), (7,), (3, 5), (2, 3, 17), (4, 1, 33), (0, 4)]
@@ -111,15 +111,40 @@ def test_kernels_accept_non_contiguous_inputs(path):
                                **TOL[np.float64])
 
 
-def test_layer_norm_kernel_is_accurate_on_large_offsets_in_float32():
-    """Rows with a large mean and a tiny spread: the kernel's float64 two-pass statistics give the
-    float64 answer; a one-pass E[x^2] - E[x]^2 in float32 would return garbage here."""
+def test_layer_norm_kernel_is_accurate_on_large_offsets_in_float32(path):
+    """Rows with a large mean and a tiny spread: the kernel's shifted two-pass statistics (float32
+    sums of x - x[0], then of the centred values) give the float64 answer; a one-pass
+    E[x^2] - E[x]^2 in float32 would return garbage here."""
     g = rng(3)
     x64 = 1e4 + 1e-2 * g.standard_normal((5, 64))
     x32 = x64.astype(np.float32)
     y32, _, _ = kernels.layer_norm_forward(x32, None, None, 1e-12)
     y64, _, _ = ref.layer_norm_forward(x32.astype(np.float64), None, None, 1e-12)
     np.testing.assert_allclose(y32, y64, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_parameter_gradients_over_many_row_chunks(dtype, path):
+    """dw, db summed over more rows than one partial sum covers (ROWS_PER_PARTIAL): the chunk
+    partials (input dtype), added in float64, stay within a few ulps of the exact sums, relative to
+    the sum of the magnitudes of the terms (a float32 sum with cancellation has no better bound;
+    NumPy's row-by-row float32 sum is no closer)."""
+    n = 5 * kernels.ROWS_PER_PARTIAL + 3
+    x, w, b, dy = make((n, 24), dtype, (True, True), seed=4)
+    bound = 1e-6 if dtype == np.float32 else 1e-14
+    as64 = [a.astype(np.float64) for a in (dy, x, w)]
+
+    _, mean, rstd = kernels.layer_norm_forward(x, w, b, 1e-5)
+    xhat = (as64[1] - mean.astype(np.float64)[:, None]) * rstd.astype(np.float64)[:, None]
+    _, dw, db = kernels.layer_norm_backward(dy, x, w, mean, rstd)
+    for got, terms in ((dw, as64[0] * xhat), (db, as64[0])):
+        assert got.dtype == dtype
+        assert np.all(np.abs(got - terms.sum(0)) <= bound * np.abs(terms).sum(0))
+
+    _, rstd = kernels.rms_norm_forward(x, w, 1e-6)
+    _, dw = kernels.rms_norm_backward(dy, x, w, rstd)
+    terms = as64[0] * as64[1] * rstd.astype(np.float64)[:, None]
+    assert np.all(np.abs(dw - terms.sum(0)) <= bound * np.abs(terms).sum(0))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,19 +1,52 @@
 """Numba kernels for layer normalisation and RMS normalisation (same names and meaning as
 ``backend/reference/norms.py``, which documents the math).
 
-Rows are independent, so the work is split into chunks of rows run with ``prange``. The backward
-also produces the parameter gradients ``dw, db``, which are sums over *all* rows: each chunk
-accumulates its own partial ``(D,)`` sums and the chunks are added afterwards, so no two threads
-ever write the same memory. Small inputs run on the calling thread (``PARALLEL_MIN_ELEMENTS``).
+Design (each array is read or written once from memory; a row, a few KB, then stays in L1/L2):
 
-Per-row statistics are accumulated in float64 even for float32 inputs (a mean over D numbers
-loses little, but a variance of nearly-constant rows can lose a lot).
-``fastmath`` reassociation lets those row sums run as SIMD reductions: 3-8x faster than the NumPy
-reference on one thread (e.g. float32 (8192, 768): forward 27 -> 4.2 ms, backward 46 -> 6.8 ms).
+* Rows are independent. Small inputs (``PARALLEL_MIN_ELEMENTS``) run on the calling thread. Larger
+  ones are cut into chunks of consecutive rows that the threads claim one at a time from a shared
+  atomic counter, so a thread slowed by a busy core does fewer chunks instead of holding up the
+  others (a static split would).
+* Row sums are accumulated in the input dtype: float32 for float32, so AVX-512 adds 16 lanes at a
+  time, and no float32 <-> float64 conversions. ``fastmath`` reassociation lets LLVM split each
+  sum into 4 x 16 partial sums (a blocked sum: a few ulps for rows of thousands).
+  float64 inputs run the same code in float64 (the float64 gradchecks go through it).
+* Layer norm statistics: the mean is the row's first element plus the mean of ``x - x[0]``
+  (exact differences when a row is nearly constant, so a large common offset is never summed in
+  float32), then a second pass sums the squares of the centred values (no cancellation, unlike
+  ``E[x^2] - E[x]^2``). Those subtractions go through ``_sub``, compiled without fastmath, so LLVM
+  cannot re-associate them into ``x - (x[0] + dmean)``, which would bring the rounding back.
+* No branches in the inner loops: an absent weight is passed as ones, an absent bias as zeros.
+* The backward's parameter gradients (dw, db: sums over all rows) are summed per chunk of at most
+  ``ROWS_PER_PARTIAL`` rows, in the input dtype; the chunk partials are then added in float64, in
+  chunk order, so the result does not depend on which thread ran which chunk. dx takes one pass
+  over the row for its two row sums and one to write dx (the second reads the row from L1).
+
+Measured on a 2-core AMD EPYC (Zen 4, AVX-512; 32 MB L3), 2 threads, Numba 0.68 (workqueue
+layer), PyTorch 2.14 CPU, while another user's jobs kept the load average near 0.7-1, so
+figures are min / median of interleaved runs:
+
+* W5 (``python bench/run.py --only W5``: LayerNorm forward + backward through autograd, float32
+  (8192, 768)), median of each run, 3 runs each, alternating with the previous kernels: tinyfw
+  10.6 / 11.3 / 13.1 ms before -> 8.8 / 8.1 / 11.6 ms now; PyTorch 5.0-7.8 ms in the same runs,
+  ratio 1.4-1.8 before, 1.5-1.7 now. The target (ratio <= 1) is not reached, for reasons outside
+  this file: the autograd step also copies the 25 MB dx into ``x.grad``
+  (``Tensor._accumulate_grad``: 1.1-2 ms; PyTorch adopts the buffer), and in the bench's rotation
+  tinyfw mostly runs right after PyTorch, whose OpenMP workers keep spinning on both cores for a
+  few ms (tinyfw's step: 10.1 ms median right after PyTorch, 7.3 ms after a 50 ms pause).
+* The kernels alone (one call each, warm, min of 25 interleaved calls in a quiet spell): layer norm
+  forward 1.52 -> 1.12 ms, backward 2.63 -> 1.8-2.0 ms, about 15% above kernels that only move the
+  same bytes (y = 2x: 1.07 ms; dx = dy * x: 1.74 ms); RMS norm forward 1.00 -> 0.95 ms, backward
+  1.77 -> 1.65 ms (W5 RMSNorm: 8-10 ms, PyTorch 25 ms).
+* (768, 128) float32 (the GPT benchmark's activations, 9 per step), serial path, through
+  ``backend_for("cpu")``, min per call: layer norm forward 58 -> 32 us, backward 76 -> 33 us (the
+  old threshold sent this shape to the thread pool: 105-125 and 120-150 us); RMS norm forward
+  39 -> 15 us, backward 55 -> 27 us.
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
 
 # Reassociating the row sums lets LLVM vectorise them; inf/NaN semantics are kept.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -24,129 +57,267 @@ __all__ = [
 ]
 
 
-# Below this many elements (N * D) one thread does the whole job: waking Numba's thread pool
-# costs more than the work (a generation step normalises one row), and on a busy machine far more.
+# Below this many elements (N * D) one thread does the whole job. Waking Numba's thread pool costs
+# more than the work for small inputs (a generation step normalises one row), and on a busy machine
+# far more; in a training step it also competes with OpenBLAS's spinning threads, so even the
+# (768, 128) activations of the GPT benchmark (W1) run faster on the calling thread.
 # Tests set it to 0 or to a huge value to exercise both paths.
-PARALLEL_MIN_ELEMENTS = 1 << 15
+PARALLEL_MIN_ELEMENTS = 1 << 18
+
+# The backward's parameter-gradient partial sums (dw, db) are kept in the input dtype; each covers
+# at most this many rows, and the partials are added in float64 afterwards.
+ROWS_PER_PARTIAL = 256
+
+# On the parallel path, the rows are cut into at least this many chunks per thread, handed out
+# dynamically (see the drivers).
+CHUNKS_PER_THREAD = 16
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+def _as(value, like):
+    """``value`` as a scalar of the element type of the array ``like`` (for use in kernels)."""
+    return like.dtype.type(value)
+
+
+@overload(_as)
+def _as_overload(value, like):
+    if like.dtype == types.float32:
+        return lambda value, like: np.float32(value)
+    return lambda value, like: np.float64(value)
+
+
+@njit(cache=True, fastmath=False)   # explicit: callees otherwise inherit the caller's flags
+def _sub(a, b):
+    """``a - b`` compiled *without* fastmath: LLVM may not reassociate it with the surrounding
+    fastmath arithmetic (``(x - k) - m`` into ``x - (k + m)``, ``(x - m) * r`` into
+    ``x * r - m * r``), which would bring back the cancellation the shifted data avoid."""
+    return a - b
+
+
+@intrinsic
+def _fetch_add(typingctx, counter, value):
+    """Atomically ``counter[0] += value``; returns the old value (``counter``: a 1-element int64
+    array shared by the threads of a parallel loop)."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
+            and isinstance(value, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        val = context.cast(builder, args[1], signature.args[1], types.int64)
+        return builder.atomic_rmw("add", arr.data, val, "monotonic")
+    return types.int64(counter, value), codegen
 
 
 # --------------------------------------------------------------------------------------- kernels
-# Each kernel handles rows [start, stop); ``_parallel_*`` drivers give each chunk of rows to a
-# thread, and the wrappers call the row kernels directly (one thread) for small inputs.
+# Each kernel handles rows [start, stop), accumulating in the input dtype. Absent parameters come
+# in as ones (weight) or zeros (bias), so the inner loops have no branches and vectorise whole.
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _layer_norm_forward_rows(x, w, b, has_w, has_b, eps, y, mean, rstd, start, stop):
+def _layer_norm_forward_rows(x, w, b, eps, y, mean, rstd, start, stop):
     d = x.shape[1]
+    zero = _as(0.0, x)
+    one = _as(1.0, x)
+    eps_x = _as(eps, x)
+    inv_d = _as(1.0 / max(d, 1), x)
     for r in range(start, stop):
-        acc = 0.0
+        xr = x[r]
+        yr = y[r]
+        # shift by the row's first element: x - k is exact for nearly-constant rows, so the
+        # float32 sums below see only the spread, not a large common offset
+        k = xr[0] if d > 0 else zero
+        if not np.isfinite(k):
+            k = zero
+        acc = zero
         for j in range(d):
-            acc += x[r, j]
-        mu = acc / d
-        acc = 0.0
+            acc += _sub(xr[j], k)
+        dmu = acc * inv_d
+        acc = zero
         for j in range(d):   # two passes: sum((x - mu)^2) does not cancel like sum(x^2) - d*mu^2
-            c = x[r, j] - mu
+            c = _sub(_sub(xr[j], k), dmu)
             acc += c * c
-        rs = 1.0 / np.sqrt(acc / d + eps)
-        mean[r] = mu
+        rs = one / np.sqrt(acc * inv_d + eps_x)
+        mean[r] = k + dmu
         rstd[r] = rs
         for j in range(d):
-            val = (x[r, j] - mu) * rs
-            if has_w:
-                val *= w[j]
-            if has_b:
-                val += b[j]
-            y[r, j] = val
+            yr[j] = _sub(_sub(xr[j], k), dmu) * rs * w[j] + b[j]
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _layer_norm_backward_rows(dy, x, w, has_w, mean, rstd, dx, dw_acc, db_acc, start, stop):
+def _layer_norm_backward_rows(dy, x, w, mean, rstd, dx, dw_acc, db_acc, start, stop):
     """dx for rows [start, stop); adds their contributions to the (D,) sums dw_acc, db_acc."""
     d = x.shape[1]
+    zero = _as(0.0, x)
+    inv_d = _as(1.0 / max(d, 1), x)
     for r in range(start, stop):
+        xr = x[r]
+        dyr = dy[r]
+        dxr = dx[r]
         mu = mean[r]
         rs = rstd[r]
-        sum_g = 0.0
-        sum_gx = 0.0
+        sum_g = zero
+        sum_gx = zero
         for j in range(d):
-            xhat = (x[r, j] - mu) * rs
-            g = dy[r, j] * w[j] if has_w else dy[r, j]
+            xhat = _sub(xr[j], mu) * rs
+            g = dyr[j] * w[j]
             sum_g += g
             sum_gx += g * xhat
-            dw_acc[j] += dy[r, j] * xhat
-            db_acc[j] += dy[r, j]
-        mean_g = sum_g / d
-        mean_gx = sum_gx / d
+            dw_acc[j] += dyr[j] * xhat
+            db_acc[j] += dyr[j]
+        # dx = rs * (g - mean(g) - xhat * mean(g * xhat)), with xhat = (x - mu) * rs, as
+        # rs * g - (a + (x - mu) * c): four operations per element instead of six
+        a = rs * (sum_g * inv_d)
+        c = rs * rs * (sum_gx * inv_d)
         for j in range(d):
-            xhat = (x[r, j] - mu) * rs
-            g = dy[r, j] * w[j] if has_w else dy[r, j]
-            dx[r, j] = rs * (g - mean_g - xhat * mean_gx)
+            dxr[j] = rs * (dyr[j] * w[j]) - (a + _sub(xr[j], mu) * c)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _rms_norm_forward_rows(x, w, has_w, eps, y, rstd, start, stop):
+def _rms_norm_forward_rows(x, w, eps, y, rstd, start, stop):
     d = x.shape[1]
+    zero = _as(0.0, x)
+    one = _as(1.0, x)
+    eps_x = _as(eps, x)
+    inv_d = _as(1.0 / max(d, 1), x)
     for r in range(start, stop):
-        acc = 0.0
+        xr = x[r]
+        yr = y[r]
+        acc = zero
         for j in range(d):
-            acc += x[r, j] * x[r, j]
-        rs = 1.0 / np.sqrt(acc / d + eps)
+            acc += xr[j] * xr[j]
+        rs = one / np.sqrt(acc * inv_d + eps_x)
         rstd[r] = rs
         for j in range(d):
-            y[r, j] = x[r, j] * rs * w[j] if has_w else x[r, j] * rs
+            yr[j] = xr[j] * rs * w[j]
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _rms_norm_backward_rows(dy, x, w, has_w, rstd, dx, dw_acc, start, stop):
+def _rms_norm_backward_rows(dy, x, w, rstd, dx, dw_acc, start, stop):
     d = x.shape[1]
+    zero = _as(0.0, x)
+    inv_d = _as(1.0 / max(d, 1), x)
     for r in range(start, stop):
+        xr = x[r]
+        dyr = dy[r]
+        dxr = dx[r]
         rs = rstd[r]
-        sum_gx = 0.0
+        sum_gx = zero
         for j in range(d):
-            xhat = x[r, j] * rs
-            g = dy[r, j] * w[j] if has_w else dy[r, j]
-            sum_gx += g * xhat
-            dw_acc[j] += dy[r, j] * xhat
-        mean_gx = sum_gx / d
+            xhat = xr[j] * rs
+            sum_gx += dyr[j] * w[j] * xhat
+            dw_acc[j] += dyr[j] * xhat
+        c = rs * rs * (sum_gx * inv_d)
         for j in range(d):
-            g = dy[r, j] * w[j] if has_w else dy[r, j]
-            dx[r, j] = rs * (g - x[r, j] * rs * mean_gx)
+            dxr[j] = rs * dyr[j] * w[j] - c * xr[j]
+
+
+# Drivers. The rows are cut into ``n_chunks`` chunks of consecutive rows. The parallel drivers
+# run one loop iteration per thread, and each thread takes the next unclaimed chunk until none is
+# left (a shared atomic counter): a thread slowed by a busy core (another process, another
+# library's spinning pool) then does fewer chunks instead of holding the others up, as a static
+# split would. The backward gives chunk c its own row c of the parameter-gradient partial sums, so
+# no two threads write the same memory and the result does not depend on which thread ran what.
+
+@njit(cache=True)
+def _total(part, like):
+    """Column sums of the (chunks, D) partial sums, added in float64, in the dtype of ``like``."""
+    tot = np.zeros(part.shape[1], np.float64)
+    for c in range(part.shape[0]):
+        for j in range(part.shape[1]):
+            tot[j] += part[c, j]
+    return tot.astype(like.dtype)
+
+
+@njit(cache=True)
+def _new_counter():
+    counter = np.empty(1, np.int64)
+    counter[0] = 0
+    return counter
 
 
 @njit(parallel=True, cache=True)
-def _parallel_layer_norm_forward(x, w, b, has_w, has_b, eps, y, mean, rstd, n_chunks):
+def _parallel_layer_norm_forward(x, w, b, eps, y, mean, rstd, n_chunks, n_threads):
     n = x.shape[0]
     size = -(-n // n_chunks)
-    for c in prange(n_chunks):
-        _layer_norm_forward_rows(x, w, b, has_w, has_b, eps, y, mean, rstd, c * size,
-                                 min(n, (c + 1) * size))
+    counter = _new_counter()
+    for _ in prange(n_threads):
+        c = _fetch_add(counter, 1)
+        while c < n_chunks:
+            _layer_norm_forward_rows(x, w, b, eps, y, mean, rstd, c * size,
+                                     min(n, (c + 1) * size))
+            c = _fetch_add(counter, 1)
 
 
-@njit(parallel=True, cache=True)
-def _parallel_layer_norm_backward(dy, x, w, has_w, mean, rstd, dx, dw_part, db_part):
-    n = x.shape[0]
-    n_chunks = dw_part.shape[0]
+@njit(cache=True)
+def _serial_layer_norm_backward(dy, x, w, mean, rstd, dx, n_chunks):
+    n, d = x.shape
+    dw_part = np.zeros((n_chunks, d), x.dtype)
+    db_part = np.zeros((n_chunks, d), x.dtype)
     size = -(-n // n_chunks)
-    for c in prange(n_chunks):   # chunk c owns row c of the partial sums: no shared writes
-        _layer_norm_backward_rows(dy, x, w, has_w, mean, rstd, dx, dw_part[c], db_part[c],
+    for c in range(n_chunks):
+        _layer_norm_backward_rows(dy, x, w, mean, rstd, dx, dw_part[c], db_part[c],
                                   c * size, min(n, (c + 1) * size))
+    return _total(dw_part, x), _total(db_part, x)
 
 
 @njit(parallel=True, cache=True)
-def _parallel_rms_norm_forward(x, w, has_w, eps, y, rstd, n_chunks):
-    n = x.shape[0]
+def _parallel_layer_norm_backward(dy, x, w, mean, rstd, dx, n_chunks, n_threads):
+    n, d = x.shape
+    # np.empty, zeroed chunk by chunk: np.zeros here would be a parallel loop of its own
+    dw_part = np.empty((n_chunks, d), x.dtype)
+    db_part = np.empty((n_chunks, d), x.dtype)
     size = -(-n // n_chunks)
-    for c in prange(n_chunks):
-        _rms_norm_forward_rows(x, w, has_w, eps, y, rstd, c * size, min(n, (c + 1) * size))
+    counter = _new_counter()
+    for _ in prange(n_threads):
+        c = _fetch_add(counter, 1)
+        while c < n_chunks:
+            for j in range(d):
+                dw_part[c, j] = 0
+                db_part[c, j] = 0
+            _layer_norm_backward_rows(dy, x, w, mean, rstd, dx, dw_part[c], db_part[c],
+                                      c * size, min(n, (c + 1) * size))
+            c = _fetch_add(counter, 1)
+    return _total(dw_part, x), _total(db_part, x)
 
 
 @njit(parallel=True, cache=True)
-def _parallel_rms_norm_backward(dy, x, w, has_w, rstd, dx, dw_part):
+def _parallel_rms_norm_forward(x, w, eps, y, rstd, n_chunks, n_threads):
     n = x.shape[0]
-    n_chunks = dw_part.shape[0]
     size = -(-n // n_chunks)
-    for c in prange(n_chunks):
-        _rms_norm_backward_rows(dy, x, w, has_w, rstd, dx, dw_part[c], c * size,
-                                min(n, (c + 1) * size))
+    counter = _new_counter()
+    for _ in prange(n_threads):
+        c = _fetch_add(counter, 1)
+        while c < n_chunks:
+            _rms_norm_forward_rows(x, w, eps, y, rstd, c * size, min(n, (c + 1) * size))
+            c = _fetch_add(counter, 1)
+
+
+@njit(cache=True)
+def _serial_rms_norm_backward(dy, x, w, rstd, dx, n_chunks):
+    n, d = x.shape
+    dw_part = np.zeros((n_chunks, d), x.dtype)
+    size = -(-n // n_chunks)
+    for c in range(n_chunks):
+        _rms_norm_backward_rows(dy, x, w, rstd, dx, dw_part[c], c * size, min(n, (c + 1) * size))
+    return _total(dw_part, x)
+
+
+@njit(parallel=True, cache=True)
+def _parallel_rms_norm_backward(dy, x, w, rstd, dx, n_chunks, n_threads):
+    n, d = x.shape
+    dw_part = np.empty((n_chunks, d), x.dtype)
+    size = -(-n // n_chunks)
+    counter = _new_counter()
+    for _ in prange(n_threads):
+        c = _fetch_add(counter, 1)
+        while c < n_chunks:
+            for j in range(d):
+                dw_part[c, j] = 0
+            _rms_norm_backward_rows(dy, x, w, rstd, dx, dw_part[c], c * size,
+                                    min(n, (c + 1) * size))
+            c = _fetch_add(counter, 1)
+    return _total(dw_part, x)
 
 
 # -------------------------------------------------------------------------------------- wrappers
@@ -158,38 +329,49 @@ def _as_rows(name, x):
     return np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
 
 
-def _param(name, label, p, d, dtype):
-    """A (D,) parameter in the input dtype, or a 1-element placeholder when it is None."""
+def _param(name, label, p, d, dtype, fill):
+    """(a (D,) parameter in the input dtype, given?); a None parameter becomes ``fill`` repeated
+    (1 for a weight, 0 for a bias), so the kernels have no per-element branches."""
     if p is None:
-        return np.zeros(1, dtype=dtype), False
+        return np.full(d, fill, dtype=dtype), False
     if p.shape != (d,):
         raise ValueError(f"{name}: {label} must have shape ({d},), got {p.shape}")
     return np.ascontiguousarray(p, dtype=dtype), True
 
 
-def _n_chunks(x2):
-    """1 (run on this thread) for small inputs, else a few chunks of rows per thread."""
+def _threads(x2):
+    """Threads to use: 1 (run on this thread) for small inputs, else Numba's thread count."""
     n, d = x2.shape
-    if n * d < PARALLEL_MIN_ELEMENTS or n < 2:
+    if n < 2 or n * d < PARALLEL_MIN_ELEMENTS:
         return 1
-    return min(n, 4 * numba.get_num_threads())
+    return numba.get_num_threads()
+
+
+def _n_chunks(x2, threads):
+    """Chunks of rows: at most ROWS_PER_PARTIAL rows each (the backward keeps one partial sum of
+    dw/db per chunk), and on the parallel path at least CHUNKS_PER_THREAD per thread."""
+    n = x2.shape[0]
+    want = -(-n // ROWS_PER_PARTIAL)
+    if threads > 1:
+        want = max(want, CHUNKS_PER_THREAD * threads)
+    return max(1, min(n, want))
 
 
 def layer_norm_forward(x, w, b, eps):
     """x: (..., D), w, b: (D,) or None -> (y (..., D), mean (...), rstd (...))."""
     x2 = _as_rows("layer_norm_forward", x)
     n, d = x2.shape
-    w_arr, has_w = _param("layer_norm_forward", "weight", w, d, x2.dtype)
-    b_arr, has_b = _param("layer_norm_forward", "bias", b, d, x2.dtype)
+    w_arr, _ = _param("layer_norm_forward", "weight", w, d, x2.dtype, 1)
+    b_arr, _ = _param("layer_norm_forward", "bias", b, d, x2.dtype, 0)
     y = np.empty_like(x2)
     mean = np.empty(n, dtype=x2.dtype)
     rstd = np.empty(n, dtype=x2.dtype)
-    n_chunks = _n_chunks(x2)
-    if n_chunks == 1:
-        _layer_norm_forward_rows(x2, w_arr, b_arr, has_w, has_b, float(eps), y, mean, rstd, 0, n)
+    threads = _threads(x2)
+    if threads == 1:
+        _layer_norm_forward_rows(x2, w_arr, b_arr, float(eps), y, mean, rstd, 0, n)
     else:
-        _parallel_layer_norm_forward(x2, w_arr, b_arr, has_w, has_b, float(eps), y, mean, rstd,
-                                     n_chunks)
+        _parallel_layer_norm_forward(x2, w_arr, b_arr, float(eps), y, mean, rstd,
+                                     _n_chunks(x2, threads), threads)
     return y.reshape(x.shape), mean.reshape(x.shape[:-1]), rstd.reshape(x.shape[:-1])
 
 
@@ -198,36 +380,32 @@ def layer_norm_backward(dy, x, w, mean, rstd):
     x2 = _as_rows("layer_norm_backward", x)
     dy2 = np.ascontiguousarray(dy.reshape(x2.shape), dtype=x2.dtype)
     n, d = x2.shape
-    w_arr, has_w = _param("layer_norm_backward", "weight", w, d, x2.dtype)
-    mean1 = np.ascontiguousarray(mean.reshape(n))
-    rstd1 = np.ascontiguousarray(rstd.reshape(n))
+    w_arr, has_w = _param("layer_norm_backward", "weight", w, d, x2.dtype, 1)
+    mean1 = np.ascontiguousarray(mean.reshape(n), dtype=x2.dtype)
+    rstd1 = np.ascontiguousarray(rstd.reshape(n), dtype=x2.dtype)
     dx = np.empty_like(x2)
-    n_chunks = _n_chunks(x2)
-    # parameter-gradient partial sums, one row per chunk, in float64 (summed over many rows)
-    dw_part = np.zeros((n_chunks, d), dtype=np.float64)
-    db_part = np.zeros((n_chunks, d), dtype=np.float64)
-    if n_chunks == 1:
-        _layer_norm_backward_rows(dy2, x2, w_arr, has_w, mean1, rstd1, dx, dw_part[0],
-                                  db_part[0], 0, n)
+    threads = _threads(x2)
+    if threads == 1:
+        dw, db = _serial_layer_norm_backward(dy2, x2, w_arr, mean1, rstd1, dx, _n_chunks(x2, 1))
     else:
-        _parallel_layer_norm_backward(dy2, x2, w_arr, has_w, mean1, rstd1, dx, dw_part, db_part)
-    dw = dw_part.sum(axis=0).astype(x2.dtype) if has_w else None
-    db = db_part.sum(axis=0).astype(x2.dtype)
-    return dx.reshape(x.shape), dw, db
+        dw, db = _parallel_layer_norm_backward(dy2, x2, w_arr, mean1, rstd1, dx,
+                                               _n_chunks(x2, threads), threads)
+    return dx.reshape(x.shape), (dw if has_w else None), db
 
 
 def rms_norm_forward(x, w, eps):
     """x: (..., D), w: (D,) or None -> (y (..., D), rstd (...))."""
     x2 = _as_rows("rms_norm_forward", x)
     n, d = x2.shape
-    w_arr, has_w = _param("rms_norm_forward", "weight", w, d, x2.dtype)
+    w_arr, _ = _param("rms_norm_forward", "weight", w, d, x2.dtype, 1)
     y = np.empty_like(x2)
     rstd = np.empty(n, dtype=x2.dtype)
-    n_chunks = _n_chunks(x2)
-    if n_chunks == 1:
-        _rms_norm_forward_rows(x2, w_arr, has_w, float(eps), y, rstd, 0, n)
+    threads = _threads(x2)
+    if threads == 1:
+        _rms_norm_forward_rows(x2, w_arr, float(eps), y, rstd, 0, n)
     else:
-        _parallel_rms_norm_forward(x2, w_arr, has_w, float(eps), y, rstd, n_chunks)
+        _parallel_rms_norm_forward(x2, w_arr, float(eps), y, rstd, _n_chunks(x2, threads),
+                                   threads)
     return y.reshape(x.shape), rstd.reshape(x.shape[:-1])
 
 
@@ -236,14 +414,13 @@ def rms_norm_backward(dy, x, w, rstd):
     x2 = _as_rows("rms_norm_backward", x)
     dy2 = np.ascontiguousarray(dy.reshape(x2.shape), dtype=x2.dtype)
     n, d = x2.shape
-    w_arr, has_w = _param("rms_norm_backward", "weight", w, d, x2.dtype)
-    rstd1 = np.ascontiguousarray(rstd.reshape(n))
+    w_arr, has_w = _param("rms_norm_backward", "weight", w, d, x2.dtype, 1)
+    rstd1 = np.ascontiguousarray(rstd.reshape(n), dtype=x2.dtype)
     dx = np.empty_like(x2)
-    n_chunks = _n_chunks(x2)
-    dw_part = np.zeros((n_chunks, d), dtype=np.float64)
-    if n_chunks == 1:
-        _rms_norm_backward_rows(dy2, x2, w_arr, has_w, rstd1, dx, dw_part[0], 0, n)
+    threads = _threads(x2)
+    if threads == 1:
+        dw = _serial_rms_norm_backward(dy2, x2, w_arr, rstd1, dx, _n_chunks(x2, 1))
     else:
-        _parallel_rms_norm_backward(dy2, x2, w_arr, has_w, rstd1, dx, dw_part)
-    dw = dw_part.sum(axis=0).astype(x2.dtype) if has_w else None
-    return dx.reshape(x.shape), dw
+        dw = _parallel_rms_norm_backward(dy2, x2, w_arr, rstd1, dx, _n_chunks(x2, threads),
+                                         threads)
+    return dx.reshape(x.shape), (dw if has_w else None)
