@@ -200,12 +200,25 @@ class Timing:
                 "runs": len(s)}
 
 
-def measure(impls, repeats=7, warmup=1, budget_s=None, min_repeats=3, sync=None):
+# Before each timed call: a pause, so the thread pool of the implementation that ran before has
+# gone quiet, then one untimed call, so this implementation's own pool is awake again. PyTorch's
+# OpenMP workers and OpenBLAS's keep spinning on the cores for a while after their last job, and
+# the next implementation would pay for it (measured on the 2-core EPYC: W5 LayerNorm in tinyfw
+# 10.1 ms median right after a PyTorch call, 7.3 ms after a 50 ms pause); after a pause alone,
+# PyTorch's first call pays for waking its sleeping workers instead (W5 LayerNorm 8.7 against
+# 5.1 ms back to back). Each implementation is thus timed in its steady state, as a user running
+# only it would see it, and the order of the rotation no longer decides part of a ratio.
+SETTLE_S = 0.05
+
+
+def measure(impls, repeats=7, warmup=1, budget_s=None, min_repeats=3, sync=None,
+            settle_s=SETTLE_S):
     """Time each callable of ``impls`` (name -> zero-argument callable), alternating.
 
     Every implementation is first called ``warmup`` times (JIT compilation, caches, allocator),
-    then rounds of one call each run in a rotating order. With ``budget_s`` the number of rounds
-    is cut so the whole measurement stays near that many seconds (never below ``min_repeats``).
+    then rounds of one timed call each run in a rotating order, each after a pause of
+    ``settle_s`` seconds and one untimed call (see ``SETTLE_S``). With ``budget_s`` the number of rounds is cut so
+    the whole measurement stays near that many seconds (never below ``min_repeats``).
     ``sync`` (a callable) is called after each timed call when the work is asynchronous (GPU).
     Returns name -> Timing.
     """
@@ -221,12 +234,18 @@ def measure(impls, repeats=7, warmup=1, budget_s=None, min_repeats=3, sync=None)
     rounds = repeats
     if budget_s is not None:
         per_round = sum(first.values()) or 1e-9
+        per_round *= 2 if settle_s else 1           # the untimed call before each timed one
         rounds = max(min_repeats, min(repeats, int(budget_s / per_round)))
     timings = {name: Timing(name) for name in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             fn = impls[name]
+            if settle_s:
+                time.sleep(settle_s)
+                fn()
+                if sync is not None:
+                    sync()
             t0 = time.perf_counter()
             fn()
             if sync is not None:

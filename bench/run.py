@@ -42,6 +42,9 @@ def build_parser():
                    help="timed rounds per case, at most (default 7)")
     p.add_argument("--budget", type=float, default=20.0,
                    help="seconds per case: fewer rounds for slow cases (never fewer than 3)")
+    p.add_argument("--settle", type=float, default=None, metavar="S",
+                   help="pause before each timed call, followed by one untimed call (default "
+                   "0.05 s, 0 with --quick; 0 times strictly back-to-back alternating calls)")
     p.add_argument("--no-torch", action="store_true", help="do not run the PyTorch peer")
     p.add_argument("--no-reference", action="store_true",
                    help="do not run the NumPy reference path")
@@ -105,6 +108,8 @@ def run(argv=None):
 
     info = H.machine_info(torch_module)
     info["threads"] = threads
+    info["settle_s"] = args.settle if args.settle is not None else (0.0 if args.quick
+                                                                     else H.SETTLE_S)
     if info["blas_threads"] not in (None, threads):
         H.log(f"warning: BLAS uses {info['blas_threads']} threads, Numba {threads}")
     H.log(f"tinyfw bench: {', '.join(ids)} on {info['cpu']} ({info['cores']} cores), "
@@ -123,7 +128,7 @@ def run(argv=None):
 
     ctx = Context(quick=args.quick, device=args.device, torch_peers=tp,
                   peak_gflops=peak["gflops"], repeats=args.repeats, budget_s=args.budget,
-                  use_reference=not args.no_reference, threads=threads)
+                  use_reference=not args.no_reference, threads=threads, settle_s=args.settle)
     ctx.torch_reason = torch_reason
     bandwidth = None
     if {"W5", "W6", "W7"} & set(ids):
@@ -251,6 +256,9 @@ def machine_line(results):
              f"{peak['gflops']:.0f} GFLOP/s (2048x2048 numpy.matmul, best of {peak['repeats']})")
     if results.get("memory_bandwidth"):
         line += f"; copy bandwidth {results['memory_bandwidth']['gbs']:.1f} GB/s"
+    if i.get("settle_s"):
+        line += (f"; each timed call after a {1e3 * i['settle_s']:.0f} ms pause and one untimed "
+                 "call")
     la0, la1 = i.get("load_average_start"), i.get("load_average_end")
     if la0 and la1:
         line += f". Load average {la0[0]:.1f} at the start, {la1[0]:.1f} at the end"

@@ -43,8 +43,11 @@ class Context:
     """Options of one run plus the measured yardsticks, handed to every workload."""
 
     def __init__(self, quick=False, device="cpu", torch_peers=None, peak_gflops=None,
-                 repeats=7, budget_s=20.0, use_reference=True, threads=None, out=None):
+                 repeats=7, budget_s=20.0, use_reference=True, threads=None, out=None,
+                 settle_s=None):
         self.quick = quick
+        # the pause (and untimed call) before each timed one: see bench.harness.SETTLE_S
+        self.settle_s = (0.0 if quick else H.SETTLE_S) if settle_s is None else settle_s
         self.device = device
         self.tp = torch_peers            # the bench.torch_peers module, or None
         self.torch_reason = None         # why there is no torch peer
@@ -93,7 +96,8 @@ class Context:
         if impls:
             try:
                 timings = H.measure(impls, repeats=self.repeats, budget_s=self.budget_s,
-                                    min_repeats=self.min_repeats, sync=self._sync_for(impls))
+                                    min_repeats=self.min_repeats, sync=self._sync_for(impls),
+                                    settle_s=self.settle_s)
                 for name, t in timings.items():
                     row["detail"][name] = t.as_dict()
                     row["value"][name] = 1e3 * t.median
