@@ -131,9 +131,10 @@ def _sum_float64(x):
     return total
 
 
-@njit(fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _exp_shifted(row, shift, scale, out):
-    """out[c] = scale * exp(row[c] - shift), in the dtype of row."""
+    """out[c] = scale * exp(row[c] - shift), in the dtype of row; row - shift <= 0 (up to
+    rounding) in every caller, as ``fastmath.exp_of_dtype`` needs."""
     for c in range(row.shape[0]):
         out[c] = scale * _exp_of_dtype(row[c] - shift)
 

@@ -55,7 +55,9 @@ def exp_float32(u):
 
 
 def exp_of_dtype(u):
-    """exp in the dtype of u inside kernels (a pure-Python stand-in for the overload below)."""
+    """exp in the dtype of u inside kernels (a pure-Python stand-in for the overload below).
+    For float32, u must stay below ~88 (where 2^n leaves the float32 range); every caller
+    feeds differences to a row maximum or log-sum-exp, <= 0 up to rounding."""
     return np.exp(u)
 
 
