@@ -222,14 +222,17 @@ def measure(impls, repeats=7, warmup=1, budget_s=None, min_repeats=3, sync=None,
     ``sync`` (a callable) is called after each timed call when the work is asynchronous (GPU).
     Returns name -> Timing.
     """
+    def call(fn):
+        fn()
+        if sync is not None:
+            sync()
+
     names = list(impls)
     first = {}
     for name in names:
         for _ in range(max(warmup, 1)):
             t0 = time.perf_counter()
-            impls[name]()
-            if sync is not None:
-                sync()
+            call(impls[name])
             first[name] = time.perf_counter() - t0
     rounds = repeats
     if budget_s is not None:
@@ -240,16 +243,11 @@ def measure(impls, repeats=7, warmup=1, budget_s=None, min_repeats=3, sync=None,
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            fn = impls[name]
             if settle_s:
                 time.sleep(settle_s)
-                fn()
-                if sync is not None:
-                    sync()
+                call(impls[name])
             t0 = time.perf_counter()
-            fn()
-            if sync is not None:
-                sync()
+            call(impls[name])
             timings[name].samples.append(time.perf_counter() - t0)
     return timings
 

@@ -108,8 +108,6 @@ def run(argv=None):
 
     info = H.machine_info(torch_module)
     info["threads"] = threads
-    info["settle_s"] = args.settle if args.settle is not None else (0.0 if args.quick
-                                                                     else H.SETTLE_S)
     if info["blas_threads"] not in (None, threads):
         H.log(f"warning: BLAS uses {info['blas_threads']} threads, Numba {threads}")
     H.log(f"tinyfw bench: {', '.join(ids)} on {info['cpu']} ({info['cores']} cores), "
@@ -130,6 +128,7 @@ def run(argv=None):
                   peak_gflops=peak["gflops"], repeats=args.repeats, budget_s=args.budget,
                   use_reference=not args.no_reference, threads=threads, settle_s=args.settle)
     ctx.torch_reason = torch_reason
+    info["settle_s"] = ctx.settle_s
     bandwidth = None
     if {"W5", "W6", "W7"} & set(ids):
         bandwidth = H.memory_bandwidth(64 * 2 ** 20 if args.quick else 512 * 2 ** 20)
