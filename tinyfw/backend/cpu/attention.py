@@ -238,15 +238,22 @@ def _probabilities_t(st, stat, first_query, causal, offset, zero, pt):
 
 
 @njit(inline="always")
-def _visible_keys(i1, Lk, causal, offset):
-    """Keys 0..n-1 are visible to some query of a block that ends at query i1 - 1."""
-    return min(Lk, i1 + offset) if causal else Lk
-
-
-@njit(inline="always")
 def _tile(buffer, rows, cols):
     """A C-contiguous (rows, cols) tile at the start of a flat scratch buffer."""
     return buffer[:rows * cols].reshape((rows, cols))
+
+
+@njit(inline="always")
+def _block_scores(kb, qs, i0, qb, causal, offset, st_buf):
+    """The query block [i0, i1) of qb queries (fewer at the end): (i1, n, st) with n the keys
+    visible to its last query (keys 0..n-1; all of them when not causal) and st the (n, nq)
+    transposed score tile k[:n] . (scale q)[i0:i1], a view of st_buf."""
+    Lq, Lk = qs.shape[0], kb.shape[0]
+    i1 = min(Lq, i0 + qb)
+    n = min(Lk, i1 + offset) if causal else Lk
+    st = _tile(st_buf, n, i1 - i0)
+    np.dot(kb[:n], qs[i0:i1].T, st)
+    return i1, n, st
 
 
 @njit(cache=True, fastmath=_FASTMATH_DENSE, error_model="numpy")
@@ -274,12 +281,9 @@ def _dense_attention_forward_heads(q, k, v, scale, causal, offset, o, lse, query
         _copy_head(k[b, h], kb, one)
         _copy_head(v[b, h], vb, one)
         for i0 in range(0, Lq, qb):
-            i1 = min(Lq, i0 + qb)
+            i1, n, st = _block_scores(kb, qs, i0, qb, causal, offset, st_buf)
             nq = i1 - i0
-            n = _visible_keys(i1, Lk, causal, offset)
-            st = _tile(st_buf, n, nq)
             pt = _tile(pt_buf, n, nq)
-            np.dot(kb[:n], qs[i0:i1].T, st)
             m[:nq] = -np.inf
             for j in range(n):
                 first = j - offset - i0 if causal else 0
@@ -340,13 +344,10 @@ def _dense_attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, 
         dkb[:] = 0
         dvb[:] = 0
         for i0 in range(0, Lq, qb):
-            i1 = min(Lq, i0 + qb)
+            i1, n, st = _block_scores(kb, qs, i0, qb, causal, offset, st_buf)
             nq = i1 - i0
-            n = _visible_keys(i1, Lk, causal, offset)
-            st = _tile(st_buf, n, nq)
             pt = _tile(pt_buf, n, nq)
             dst = _tile(dst_buf, n, nq)
-            np.dot(kb[:n], qs[i0:i1].T, st)
             _probabilities_t(st, li[i0:i1], i0, causal, offset, zero, pt)
             np.dot(vb[:n], dob[i0:i1].T, dst)        # dp^T[j, i] = v_j . do_i
             for j in range(n):
