@@ -100,6 +100,11 @@ def load_average():
         return None
 
 
+def _helper_threads_enabled():
+    from tinyfw.backend.cpu import helper_threads
+    return helper_threads.ENABLED
+
+
 def machine_info(torch_module=None):
     import numba
     import scipy
@@ -114,6 +119,8 @@ def machine_info(torch_module=None):
         "numba": numba.__version__,
         "numba_threads": numba.get_num_threads(),
         "blas_threads": blas_threads(),
+        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+        "helper_threads": _helper_threads_enabled(),
         "torch": None,
         "torch_threads": None,
         "load_average_start": load_average(),

@@ -85,6 +85,7 @@ def main(argv=None):
         import torch
         torch.set_num_threads(args.threads)
     else:
+        import tinyfw  # noqa: F401  before NumPy, as a user's script would: it sets OpenBLAS's spin
         from bench.harness import set_threads
         set_threads(args.threads)
     try:

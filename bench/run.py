@@ -17,6 +17,7 @@ import time
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tinyfw  # noqa: E402,F401  before NumPy: it sets OpenBLAS's spin (tinyfw/backend/__init__.py)
 from bench import harness as H  # noqa: E402
 
 DEFAULT_OUT = os.path.join("runs", "bench")
@@ -248,7 +249,11 @@ def machine_line(results):
     i = results["machine"]
     peak = results["matmul_peak"]
     line = (f"{i['cpu']}, {i['cores']} cores ({i['simd']}), {i['threads']} threads for tinyfw "
-            f"(Numba + BLAS)")
+            f"(Numba + BLAS")
+    if i.get("helper_threads"):
+        line += (f"; mid-size kernels split with helper threads, OPENBLAS_THREAD_TIMEOUT="
+                 f"{i.get('openblas_thread_timeout')}")
+    line += ")"
     if i.get("torch"):
         line += f" and PyTorch {i['torch']} ({i['torch_threads']} threads)"
     line += (f"; numpy {i['numpy']}, numba {i['numba']}. float32 matmul peak "

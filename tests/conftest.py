@@ -11,3 +11,11 @@ import shutil
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not (
         os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi")):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+
+def force_helper_threads(monkeypatch, threads=3):
+    """Split every kernel call that can be split with helper threads (helper_threads.py), into up
+    to ``threads`` ranges (3: uneven ranges), whatever the machine and its BLAS."""
+    from tinyfw.backend.cpu import helper_threads
+    monkeypatch.setattr(helper_threads, "ENABLED", True)
+    monkeypatch.setattr(helper_threads, "_threads", lambda: threads)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import force_helper_threads
 import tinyfw as fw
 from tinyfw.backend.cpu import attention as kernels
 from tinyfw.backend.reference import attention as ref
@@ -31,11 +32,15 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=["serial", "parallel"])
+@pytest.fixture(params=["serial", "split", "parallel"])
 def path(request, monkeypatch):
-    """Run the kernels on the calling thread or through the prange drivers, whatever the size."""
+    """Run the kernels on the calling thread, split by heads with helper threads, or through the
+    prange drivers, whatever the size."""
     threshold = 0 if request.param == "parallel" else 1 << 62
     monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", threshold)
+    monkeypatch.setattr(kernels, "SPLIT_MIN_WORK", 0 if request.param == "split" else 1 << 62)
+    if request.param == "split":
+        force_helper_threads(monkeypatch)
     return request.param
 
 

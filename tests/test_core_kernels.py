@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
+from conftest import force_helper_threads
 from tinyfw.backend import cpu as cpu_backend
 from tinyfw.backend.cpu import core_kernels as kernels
 from tinyfw.backend.interface import CORE_FUSED
@@ -25,11 +26,15 @@ TOL = {np.float32: dict(rtol=2e-6, atol=2e-7), np.float64: dict(rtol=1e-13, atol
 SHAPES = [(1,), (7,), (3, 5), (2, 3, 17), (4, 1, 33)]
 
 
-@pytest.fixture(params=["serial", "parallel"])
+@pytest.fixture(params=["serial", "split", "parallel"])
 def path(request, monkeypatch):
-    """Run the kernels on the calling thread or through the prange drivers, whatever the size."""
+    """Run the kernels on the calling thread, split with helper threads, or through the prange
+    drivers, whatever the size."""
     threshold = 0 if request.param == "parallel" else 1 << 62
     monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", threshold)
+    monkeypatch.setattr(kernels, "SPLIT_MIN_ELEMENTS", 0 if request.param == "split" else 1 << 62)
+    if request.param == "split":
+        force_helper_threads(monkeypatch)
     return request.param
 
 

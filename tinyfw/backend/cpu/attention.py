@@ -68,6 +68,7 @@ import numpy as np
 from numba import njit, prange
 
 from .fastmath import exp_of_dtype as _exp
+from .helper_threads import n_parts, run_split
 
 __all__ = ["attention_forward", "attention_backward"]
 
@@ -89,6 +90,12 @@ _FASTMATH_DENSE = {"contract"}
 # (from (4, 4, 256, 32): 67M) run in parallel.
 PARALLEL_MIN_WORK = 1 << 25
 
+# Below PARALLEL_MIN_WORK, a call of at least this much work per range is split by heads between
+# the calling thread and helper threads (helper_threads.py: a hand-over costs ~50 us, about 2M
+# multiply-adds of this kernel). W1's (12, 4, 64, 32) call, 12.6M, is split in two on 2 cores:
+# inside the W1 step (2026-11-30) forward + backward 6.5 -> see bench/README.md's profile.
+SPLIT_MIN_WORK = 1 << 21
+
 # Up to this many keys (and queries) per head the dense path runs: the (Lk, Lq) score tile of a
 # head, 4 * 128 * 128 bytes = 64 KiB in float32, fits in L2, and BLAS on whole tiles beats the
 # row loops even though it also computes the masked upper triangle. Longer contexts take the row
@@ -104,7 +111,7 @@ QUERY_BLOCK = 32
 # the ``_parallel_*`` drivers give each pair to a thread, the wrappers call the kernels directly
 # (one thread) for small inputs.
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
 def _attention_forward_heads(q, k, v, scale, causal, offset, o, lse, start, stop):
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
@@ -142,7 +149,7 @@ def _attention_forward_heads(q, k, v, scale, causal, offset, o, lse, start, stop
             lse[b, h, i] = m + np.log(denom)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
 def _attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv, start,
                               stop):
     B, H, Lq, D = q.shape
@@ -256,7 +263,7 @@ def _block_scores(kb, qs, i0, qb, causal, offset, st_buf):
     return i1, n, st
 
 
-@njit(cache=True, fastmath=_FASTMATH_DENSE, error_model="numpy")
+@njit(nogil=True, cache=True, fastmath=_FASTMATH_DENSE, error_model="numpy")
 def _dense_attention_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, start,
                                    stop):
     B, H, Lq, D = q.shape
@@ -304,7 +311,7 @@ def _dense_attention_forward_heads(q, k, v, scale, causal, offset, o, lse, query
                 lse[b, h, i0 + i] = m[i] + np.log(denom[i])
 
 
-@njit(cache=True, fastmath=_FASTMATH_DENSE, error_model="numpy")
+@njit(nogil=True, cache=True, fastmath=_FASTMATH_DENSE, error_model="numpy")
 def _dense_attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv,
                                     query_block, start, stop):
     B, H, Lq, D = q.shape
@@ -390,9 +397,10 @@ def _dense(q, k):
     return 1 <= q.shape[2] <= DENSE_MAX_LENGTH and k.shape[2] <= DENSE_MAX_LENGTH
 
 
-def _parallel(q, k, v):
+def _work(q, k, v):
+    """Multiply-adds of one call, B * H * Lq * Lk * (D + Dv): what the thresholds compare."""
     B, H, Lq, D = q.shape
-    return B * H > 1 and B * H * Lq * k.shape[2] * (D + v.shape[3]) >= PARALLEL_MIN_WORK
+    return B * H * Lq * k.shape[2] * (D + v.shape[3])
 
 
 def _check(name, q, k, v, offset):
@@ -414,18 +422,16 @@ def _as_dtype(a, dt):
     return a if a.dtype == dt else a.astype(dt)
 
 
-def _launch(dense, parallel, args, n_heads, dense_heads, parallel_dense, row_heads, parallel_rows):
-    """Run one of the four kernels (dense or row path, this thread or prange) on all heads."""
+def _launch(dense, work, args, n_heads, dense_heads, parallel_dense, row_heads, parallel_rows):
+    """Run the dense or the row path on all heads: in Numba's pool (prange) for large work, else
+    on this thread, split by heads with helper threads when the work is large enough."""
     if dense:
         args = args + (QUERY_BLOCK,)
-        if parallel:
-            parallel_dense(*args)
-        else:
-            dense_heads(*args, 0, n_heads)
-    elif parallel:
-        parallel_rows(*args)
+    if n_heads > 1 and work >= PARALLEL_MIN_WORK:
+        (parallel_dense if dense else parallel_rows)(*args)
     else:
-        row_heads(*args, 0, n_heads)
+        run_split(dense_heads if dense else row_heads, args, n_heads,
+                  n_parts(n_heads, work, SPLIT_MIN_WORK))
 
 
 def attention_forward(q, k, v, scale, causal, offset=0):
@@ -439,7 +445,7 @@ def attention_forward(q, k, v, scale, causal, offset=0):
     o = np.empty(q.shape[:3] + (v.shape[3],), dtype=dt)
     lse = np.empty(q.shape[:3], dtype=dt)
     args = (q, k, v, dt.type(scale), bool(causal), int(offset), o, lse)
-    _launch(dense, _parallel(q, k, v), args, q.shape[0] * q.shape[1],
+    _launch(dense, _work(q, k, v), args, q.shape[0] * q.shape[1],
             _dense_attention_forward_heads, _parallel_dense_attention_forward,
             _attention_forward_heads, _parallel_attention_forward)
     return o, lse
@@ -456,7 +462,7 @@ def attention_backward(do, q, k, v, o, lse, scale, causal, offset=0):
     dk = np.empty(k.shape, dtype=dt)
     dv = np.empty(v.shape, dtype=dt)
     args = (do, q, k, v, o, lse, dt.type(scale), bool(causal), int(offset), dq, dk, dv)
-    _launch(dense, _parallel(q, k, v), args, q.shape[0] * q.shape[1],
+    _launch(dense, _work(q, k, v), args, q.shape[0] * q.shape[1],
             _dense_attention_backward_heads, _parallel_dense_attention_backward,
             _attention_backward_heads, _parallel_attention_backward)
     return dq, dk, dv

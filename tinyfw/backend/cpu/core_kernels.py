@@ -13,8 +13,9 @@ output) around an ``@njit`` kernel that does the whole operation in one pass per
   each thread whole segments of equal ids, so no two threads ever write the same weight row.
 
 Each kernel handles a range of rows / elements / segments on the calling thread; a ``_parallel_*``
-driver runs it over chunks of the range with ``prange``. Small inputs (``PARALLEL_MIN_ELEMENTS``)
-skip the driver: for them, waking the thread pool costs more than the work.
+driver runs it over chunks of the range with ``prange``. Small inputs run on the calling thread,
+mid-size ones are split with helper threads (``helper_threads.py``, ``SPLIT_MIN_ELEMENTS``), and
+only large ones (``PARALLEL_MIN_ELEMENTS``) wake Numba's pool, which costs more than it saves below.
 
 Arithmetic runs in the input dtype (exp of float32 logits is a float32 exp, the Adam update of a
 float32 parameter is float32 arithmetic), except: sums over a row accumulate in float64, and GELU
@@ -28,6 +29,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .helper_threads import n_parts, run_split
 from ..reference.core import (
     GELU_KAPPA, INV_SQRT_2PI, SQRT_2_OVER_PI, SQRT_HALF,
     adam_bias_corrections, check_adam, check_approximate, check_float, check_ids,
@@ -75,6 +77,14 @@ __all__ = [
 # elements) still use the pool.
 PARALLEL_MIN_ELEMENTS = 1 << 20
 
+# From this many elements up to PARALLEL_MIN_ELEMENTS, a call is split between the calling thread
+# and helper threads (helper_threads.py), each range at least this large. Handing a range over
+# costs ~50 us, so a range must be worth more than that: 2^17 float32 elements take ~65 us in the
+# GELU forward, ~30 us in a softmax. Measured in the W1 step on 2 cores (2026-11-30): its GELUs
+# (393k elements) split, the rest of its fused kernels (at most 98k elements) on the calling
+# thread; GELU forward + backward 1.84 -> see bench/README.md's profile.
+SPLIT_MIN_ELEMENTS = 1 << 17
+
 # Reassociation (SIMD lanes for row sums) and FMA contraction; not 'nnan'/'ninf', so inf and NaN
 # still behave as in the references.
 _SUM_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -97,10 +107,11 @@ def _n_chunks(n, elements):
 
 
 def _run(kernel, parallel_driver, args, n, elements):
-    """Apply ``kernel(*args, start, stop)`` to units [0, n), on this thread or in parallel."""
+    """Apply ``kernel(*args, start, stop)`` to units [0, n): on this thread, split with the helper
+    threads, or in Numba's pool, by the size of the work."""
     n_chunks = _n_chunks(n, elements)
     if n_chunks == 1:
-        kernel(*args, 0, n)
+        run_split(kernel, args, n, n_parts(n, elements, SPLIT_MIN_ELEMENTS))
     else:
         parallel_driver(*args, n_chunks)
 
@@ -145,7 +156,7 @@ def _exp_shifted(row, shift, scale, out):
 # (2-core AMD EPYC, 1 thread, CPU time, float32 (4096, 512), forward / backward): softmax
 # 8.6 / 2.2 -> 2.5 / 2.5 ms, log-softmax 10.4 / 10.3 -> 2.7 / 1.6 ms.
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def _softmax_forward_rows(x, y, start, stop):
     for r in range(start, stop):
         row, out = x[r], y[r]
@@ -158,7 +169,7 @@ def _softmax_forward_rows(x, y, start, stop):
             out[c] = out[c] * inv
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _softmax_backward_rows(y, dy, dx, start, stop):
     for r in range(start, stop):
         dot = 0.0  # sum(dy * y) for the row
@@ -168,7 +179,7 @@ def _softmax_backward_rows(y, dy, dx, start, stop):
             dx[r, c] = y[r, c] * (dy[r, c] - dot)
 
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def _log_softmax_forward_rows(x, y, start, stop):
     for r in range(start, stop):
         row, out = x[r], y[r]
@@ -181,7 +192,7 @@ def _log_softmax_forward_rows(x, y, start, stop):
             out[c] = (row[c] - m) - log_total
 
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def _log_softmax_backward_rows(y, dy, dx, start, stop):
     for r in range(start, stop):
         total = _sum_float64(dy[r])                          # sum(dy) for the row
@@ -270,7 +281,7 @@ def log_softmax_backward(y, dy):
 # previous scalar libm loops (2-core AMD EPYC, 1 thread, CPU time, float32, forward / backward):
 # W1's (768, 65) 0.205 / 0.141 -> 0.065 / 0.034 ms; W6's (8192, 8192) 266 / 224 -> 62 / 48 ms.
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def _cross_entropy_forward_rows(logits, target, ignore_index, loss, lse, start, stop):
     n_classes = logits.shape[1]
     e = np.empty(n_classes, dtype=logits.dtype)
@@ -286,7 +297,7 @@ def _cross_entropy_forward_rows(logits, target, ignore_index, loss, lse, start, 
         loss[r] = 0.0 if t == ignore_index else row_lse - row[t]
 
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def _cross_entropy_backward_rows(dloss, logits, target, lse, ignore_index, dlogits, start, stop):
     n_classes = logits.shape[1]
     for r in range(start, stop):
@@ -349,7 +360,7 @@ def cross_entropy_backward(dloss, logits, target, lse, ignore_index):
 # Embedding backward
 # ----------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _embedding_backward_segments(order, sorted_ids, starts, dout, dweight, start, stop):
     # Segment s holds positions order[starts[s]:starts[s + 1]], all looking up the same row; a
     # range of whole segments belongs to one thread, so each dweight row has exactly one writer.
@@ -453,14 +464,14 @@ def _normal_cdf_float32(x):
     return half_erfc if x < _ZERO32 else _ONE32 - half_erfc
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def _gelu_erf_forward_float32_elements(x, y, start, stop):
     x, y = x[start:stop], y[start:stop]
     for i in range(x.shape[0]):
         y[i] = x[i] * _normal_cdf_float32(x[i])
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def _gelu_erf_backward_float32_elements(x, dy, dx, start, stop):
     x, dy, dx = x[start:stop], dy[start:stop], dx[start:stop]
     for i in range(x.shape[0]):
@@ -483,7 +494,7 @@ def _parallel_gelu_erf_backward_float32(x, dy, dx, n_chunks):
         _gelu_erf_backward_float32_elements(x, dy, dx, start, stop)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _gelu_forward_elements(x, use_tanh, y, start, stop):
     for i in range(start, stop):
         v = np.float64(x[i])
@@ -493,7 +504,7 @@ def _gelu_forward_elements(x, use_tanh, y, start, stop):
             y[i] = 0.5 * v * (1.0 + math.erf(v * SQRT_HALF))
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _gelu_backward_elements(x, dy, use_tanh, dx, start, stop):
     for i in range(start, stop):
         v = np.float64(x[i])
@@ -583,7 +594,7 @@ def _adam_slice(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
         param[i] = p - step_size * m / (math.sqrt(v) / bias_correction2_sqrt + eps)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _adam_elements(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
                    one_minus_beta2, eps, weight_decay, decay, decoupled, step_size,
                    bias_correction2_sqrt, start, stop):

@@ -1,0 +1,96 @@
+"""Split a mid-size kernel call between the calling thread and helper threads.
+
+A kernel here is a serial Numba function ``kernel(*args, start, stop)`` over independent units
+(rows, elements, attention heads) that releases the GIL (``nogil=True``). There are three ways to
+run one (``core_kernels._run`` and ``attention._launch`` choose by the size of the work):
+
+- small work: on the calling thread alone;
+- mid-size work (what a W1 training step is made of: a GELU over 393k elements, attention over
+  48 heads of 64 tokens, 0.2-1 ms each on one core): ``run_split`` below, the calling thread
+  takes the first range and the helper threads the others;
+- large work (W4-W7's inputs): Numba's parallel pool (the kernels' ``prange`` drivers).
+
+Why not Numba's pool for the middle too: measured on 2 cores inside a W1 step (2026-11-30,
+attention only; ``OPENBLAS_THREAD_TIMEOUT=16`` for both), the step took 28.3-34.5 ms with the
+attention's ``prange`` drivers and 27.3-28.7 ms split over a helper thread, against 29.9-33.8 ms
+serially. Handing a range to a helper costs ~50 us (its wake-up and two passes of the GIL), so
+only calls of ~0.1 ms and more are split.
+
+Helpers only pay when NumPy's BLAS does not keep the other cores busy between matmuls:
+``ENABLED`` is true when NumPy uses OpenBLAS with a short spin (``BLAS_SPIN_IS_SHORT`` in
+``tinyfw/backend/__init__.py``). Measured with OpenBLAS's default spin, the same split made the
+step slower (29.8-31.2 ms against 29.1-30.0 serially): the helper shared its core with a
+spinning BLAS thread.
+"""
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import numba
+import numpy as np
+
+from .. import BLAS_SPIN_IS_SHORT
+
+__all__ = ["run_split", "n_parts"]
+
+
+def _numpy_uses_openblas():
+    try:
+        return "openblas" in np.__config__.CONFIG["Build Dependencies"]["blas"]["name"].lower()
+    except (AttributeError, KeyError, TypeError):
+        return False
+
+
+ENABLED = BLAS_SPIN_IS_SHORT and _numpy_uses_openblas()
+
+_pool = None
+_pool_pid = None
+_pool_lock = threading.Lock()
+_local = threading.local()   # .helper is True on the helper threads
+
+
+def _mark_helper():
+    _local.helper = True
+
+
+def _executor(n_helpers):
+    """The helper threads (made on first use, again after a fork: a child has none of them)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid() or _pool._max_workers < n_helpers:
+            _pool = ThreadPoolExecutor(n_helpers, thread_name_prefix="tinyfw-helper",
+                                       initializer=_mark_helper)
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def _threads():
+    """Threads tinyfw may use: Numba's count (``numba.set_num_threads``)."""
+    return numba.get_num_threads()
+
+
+def n_parts(n, work, min_work):
+    """How many ranges to cut ``n`` units into: 1 unless helpers are enabled, there are spare
+    threads and each range gets at least ``min_work`` of the ``work``; 1 on a helper thread
+    (a helper waiting for helpers could wait for itself)."""
+    if not ENABLED or n < 2 or getattr(_local, "helper", False):
+        return 1
+    return max(1, min(n, _threads(), work // max(1, min_work)))
+
+
+def run_split(kernel, args, n, parts):
+    """``kernel(*args, start, stop)`` over units [0, n) cut into ``parts`` nearly equal ranges:
+    the first on this thread, the others on helper threads; returns when all are done, and
+    raises the first range's error, else a helper's."""
+    if parts < 2:
+        kernel(*args, 0, n)
+        return
+    bounds = [n * p // parts for p in range(parts + 1)]
+    pool = _executor(parts - 1)
+    futures = [pool.submit(kernel, *args, bounds[p], bounds[p + 1]) for p in range(1, parts)]
+    try:
+        kernel(*args, bounds[0], bounds[1])
+    finally:
+        wait(futures)     # the helpers write into the caller's arrays: never return before them
+    for f in futures:
+        f.result()
