@@ -8,6 +8,7 @@ allocations (``allocator.py``).
 """
 from . import allocator  # noqa: F401  keeps freed arrays in the heap (see allocator.py)
 from .primitives import *  # noqa: F401,F403
+from .bias import *  # noqa: F401,F403  iadd, and sum's column-sum kernel (replaces primitives.sum)
 from ..reference import *  # noqa: F401,F403  fallbacks, replaced below by the Numba kernels
 from .core_kernels import *  # noqa: F401,F403
 from .fast_weights import *  # noqa: F401,F403  sum rule and delta rule recurrences
