@@ -109,3 +109,13 @@ def test_mid_size_kernels_are_split_and_others_are_not(monkeypatch):
     attention.attention_forward(q, q, q, 0.2, True)
     attention.attention_forward(q[:1, :, :4], q[:1, :, :4], q[:1, :, :4], 0.2, True)
     assert calls == [2, 1, 2, 1]
+
+
+@pytest.mark.parametrize("n,parts,weight", [(48, 2, 1.25), (7, 3, 1.25), (10, 4, 1.0), (3, 3, 2.0),
+                                            (393216, 2, 1.25)])
+def test_bounds_cover_the_range_in_order_and_the_first_is_weighted(n, parts, weight):
+    b = H._bounds(n, parts, weight)
+    assert len(b) == parts + 1 and b[0] == 0 and b[-1] == n
+    assert all(x <= y for x, y in zip(b, b[1:]))
+    sizes = np.diff(b)
+    assert abs(sizes[0] - n * weight / (weight + parts - 1)) <= 1
