@@ -374,6 +374,16 @@ def _embedding_backward_segments(order, sorted_ids, starts, dout, dweight, start
                 dweight[row, d] += dout[i, d]
 
 
+@njit(cache=True)
+def _embedding_backward_positions(ids, dout, dweight):
+    # One thread: every position adds into its row in order (the same order as np.add.at), no
+    # sort needed. W1's (768 ids, 65 rows): 12 us here against 70 us with the sort.
+    for i in range(ids.shape[0]):
+        row = ids[i]
+        for d in range(dout.shape[1]):
+            dweight[row, d] += dout[i, d]
+
+
 @njit(cache=True, parallel=True)
 def _parallel_embedding_backward(order, sorted_ids, starts, dout, dweight, n_chunks):
     for c in prange(n_chunks):
@@ -389,6 +399,12 @@ def embedding_backward(ids, dout, num_embeddings):
     check_ids("embedding_backward", ids, num_embeddings)
     d = dout.shape[-1]
     flat_ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    dout2 = np.ascontiguousarray(dout).reshape(-1, d)
+    if _n_chunks(flat_ids.shape[0], dout2.size) == 1:
+        dweight = np.zeros((num_embeddings, d), dtype=dout.dtype)
+        _embedding_backward_positions(flat_ids, dout2, dweight)
+        return dweight
+    # in parallel, each thread takes whole segments of equal ids (see the kernel)
     order = np.argsort(flat_ids, kind="stable")
     sorted_ids = flat_ids[order]
     # a segment starts wherever the sorted id changes; the final entry closes the last segment
@@ -397,7 +413,6 @@ def embedding_backward(ids, dout, num_embeddings):
     if sorted_ids.shape[0] == 0:
         starts = starts[:1]  # no lookups: no segments
     dweight = np.zeros((num_embeddings, d), dtype=dout.dtype)
-    dout2 = np.ascontiguousarray(dout).reshape(-1, d)
     _run(_embedding_backward_segments, _parallel_embedding_backward,
          (order, sorted_ids, starts, dout2, dweight), starts.shape[0] - 1, dout2.size)
     return dweight
