@@ -22,6 +22,7 @@ undone) and accumulates it into ``.grad`` of the leaves with ``+=``. Saved array
 afterwards unless ``retain_graph=True``.
 """
 import functools
+from itertools import chain
 
 import numpy as np
 
@@ -255,11 +256,13 @@ def _fresh_gradients(node, grads_out, grads_in):
               and g.flags.c_contiguous else None for g in grads_in]
     if not any(owners):
         return [False] * len(grads_in)
-    seen = [a for a in grads_out if isinstance(a, np.ndarray)]
-    seen += [a for a in node._saved if isinstance(a, np.ndarray)]
-    seen += [a for a in vars(node).values() if isinstance(a, np.ndarray)]
-    seen += [t.data for t in node.inputs if t is not None and isinstance(t.data, np.ndarray)]
-    taken = {id(_owner(a)) for a in seen}
+    taken = set()   # the memory of everything else the node holds
+    for a in chain(grads_out, node._saved, vars(node).values(),
+                   (t.data for t in node.inputs if t is not None)):
+        if isinstance(a, np.ndarray):
+            while isinstance(a.base, np.ndarray):
+                a = a.base
+            taken.add(id(a))
     return [o is not None and o not in taken and owners.count(o) == 1 for o in owners]
 
 

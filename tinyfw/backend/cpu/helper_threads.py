@@ -75,9 +75,10 @@ def n_parts(n, work, min_work):
     """How many ranges to cut ``n`` units into: 1 unless helpers are enabled, there are spare
     threads and each range gets at least ``min_work`` of the ``work``; 1 on a helper thread
     (a helper waiting for helpers could wait for itself)."""
-    if not ENABLED or n < 2 or getattr(_local, "helper", False):
-        return 1
-    return max(1, min(n, _threads(), work // max(1, min_work)))
+    by_work = work // max(1, min_work)
+    if by_work < 2 or n < 2 or not ENABLED or getattr(_local, "helper", False):
+        return 1                        # (most calls: decided before asking Numba, ~2 us)
+    return min(n, _threads(), by_work)
 
 
 @intrinsic
