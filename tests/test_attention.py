@@ -390,6 +390,59 @@ def test_packed_self_attention_errors_name_the_op_and_shapes():
         packed_causal_self_attention(fw.tensor(np.ones((1, 2, 6), np.int64)), 1)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (1, 1, 2, 3), (3, 9, 1, 8)])  # B, L, H, Dh
+def test_packed_kernels_equal_the_reference(shape, dtype, layout, path):
+    B, L, H, Dh = shape
+    g = rng(14)
+    qkv = g.standard_normal((B, L, 3 * H * Dh)).astype(dtype)
+    dy = g.standard_normal((B, L, H * Dh)).astype(dtype)
+    y, lse = kernels.packed_attention_forward(qkv, H, 0.4)
+    y_ref, lse_ref = ref.packed_attention_forward(qkv, H, 0.4)
+    assert y.shape == (B, L, H * Dh) and y.dtype == dtype and lse.shape == (B, H, L)
+    np.testing.assert_allclose(y, y_ref, **TOL[dtype])
+    np.testing.assert_allclose(lse, lse_ref, **TOL[dtype])
+    d = kernels.packed_attention_backward(dy, qkv, y, lse, H, 0.4)
+    assert d.shape == qkv.shape and d.dtype == dtype
+    np.testing.assert_allclose(d, ref.packed_attention_backward(dy, qkv, y_ref, lse_ref, H, 0.4),
+                               **TOL[dtype])
+
+
+def test_packed_kernels_reject_a_bad_layout():
+    for fn, args in ((kernels.packed_attention_forward, (np.ones((2, 4, 9)), 2, 1.0)),
+                     (ref.packed_attention_forward, (np.ones((4, 12)), 2, 1.0))):
+        with pytest.raises(ValueError, match=r"packed_attention_forward: qkv must be"):
+            fn(*args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_kernels_write_into_out_views(dtype, layout, path):
+    """``out``: the outputs land in the caller's (strided) arrays, the same numbers as without."""
+    q, k, v, do = (a.astype(dtype) for a in make(CASES[0], dtype, seed=5))
+    o, lse = kernels.attention_forward(q, k, v, 0.3, True)
+    grads = kernels.attention_backward(do, q, k, v, o, lse, 0.3, True)
+    o_buffer = np.zeros(o.shape[:2] + (o.shape[2], 2 * o.shape[3]), dtype)
+    o_out = o_buffer[..., 1::2] if dtype == np.float64 else o_buffer[..., :o.shape[3]]
+    got, lse2 = kernels.attention_forward(q, k, v, 0.3, True, out=o_out)
+    assert got is o_out
+    np.testing.assert_allclose(o_out, o, **TOL[dtype])
+    np.testing.assert_allclose(lse2, lse, **TOL[dtype])
+    outs = tuple(np.zeros(g.shape[::-1], dtype).T for g in grads)     # transposed views
+    got = kernels.attention_backward(do, q, k, v, o, lse, 0.3, True, out=outs)
+    assert all(a is b for a, b in zip(got, outs))
+    for a, b in zip(outs, grads):
+        np.testing.assert_allclose(a, b, **TOL[dtype])
+
+
+def test_attention_kernels_check_out_shapes():
+    q, k, v, do = make(CASES[0], np.float32)
+    with pytest.raises(ValueError, match="attention_forward: out must have the shapes"):
+        kernels.attention_forward(q, k, v, 0.3, True, out=np.zeros((1, 1, 1, 1), np.float32))
+    o, lse = kernels.attention_forward(q, k, v, 0.3, True)
+    with pytest.raises(ValueError, match="attention_backward: out must have the shapes"):
+        kernels.attention_backward(do, q, k, v, o, lse, 0.3, True, out=(q, k))
+
+
 def test_causal_self_attention_layer_uses_the_packed_path_and_the_split_one_alike():
     """Without a state the layer takes the packed Function; with return_state the split ops.
     Both must give the same output."""

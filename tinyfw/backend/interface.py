@@ -64,6 +64,9 @@ Fused kernels (forward/backward pairs; the NumPy versions in ``backend/reference
 - ``attention_forward(q, k, v, scale, causal, offset) -> (o, lse)``,
   ``attention_backward(do, q, k, v, o, lse, scale, causal, offset) -> (dq, dk, dv)``,
   ``attention_probabilities(...)``        softmax attention, (B, H, L, D); see reference/attention.py
+- ``packed_attention_forward(qkv, n_heads, scale) -> (y, lse)``,
+  ``packed_attention_backward(dy, qkv, y, lse, n_heads, scale) -> dqkv``: causal self-attention
+  of q, k, v packed in one (B, L, 3 H Dh) projection, output (B, L, H Dh) with the heads merged
 - fast weights (reference/fast_weights.py): ``linear_attention_forward/backward``,
   ``linear_attention_chunked_forward/backward``, ``delta_rule_forward/backward``,
   ``delta_rule_chunked_forward/backward``: token recurrences and chunked matrix forms
@@ -95,6 +98,7 @@ CORE_FUSED = (
 FUSED = CORE_FUSED + (
     "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
     "attention_forward", "attention_backward", "attention_probabilities",
+    "packed_attention_forward", "packed_attention_backward",
     "linear_attention_forward", "linear_attention_backward",
     "linear_attention_chunked_forward", "linear_attention_chunked_backward",
     "delta_rule_forward", "delta_rule_backward",

@@ -46,37 +46,27 @@ class PackedCausalSelfAttention(Function):
     """qkv (B, L, 3D), laid out (3, H, Dh) in the last dim -> y (B, L, D), heads merged.
 
     The same numbers as splitting qkv into q, k, v (B, H, L, Dh), causal attention and merging
-    the heads with ``transpose(1, 2).reshape``; but the split is a set of views the kernels read
-    in place, and the backward writes dq, dk, dv side by side into one (B, L, 3D) gradient. Done
-    as separate ops, the split costs three Index nodes whose backwards each scatter into a
-    zeroed (3, B, H, L, Dh) array that autograd then sums, and a permute whose gradient has to
-    be copied back into order: about 1.5 ms of the 45 ms W1 training step (bench/README.md).
+    the heads with ``transpose(1, 2).reshape``, in one Function over the backend's
+    ``packed_attention_forward/backward`` (the CPU kernels read the heads where they lie and
+    write y and the (B, L, 3D) gradient in place). Done as separate ops, the split costs three
+    Index nodes whose backwards each scatter into a zeroed (3, B, H, L, Dh) array that autograd
+    then sums, and a permute whose gradient has to be copied back into order: about 1.5 ms of
+    the 45 ms W1 training step (bench/README.md); the backend's concatenation of the gradients
+    and copy of the merged output another ~0.3 ms of 27.
     """
 
     @staticmethod
     def forward(ctx, qkv, n_heads, scale):
-        be = ctx.backend
-        B, L, three_d = qkv.shape
-        heads = be.reshape(qkv, (B, L, 3, n_heads, three_d // (3 * n_heads)))
-        every = slice(None)
-        q, k, v = (be.transpose(be.getitem(heads, (every, every, i)), (0, 2, 1, 3))
-                   for i in range(3))                          # (B, H, L, Dh) views
-        o, lse = be.attention_forward(q, k, v, scale, True, 0)
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.scale = scale
-        return be.reshape(be.contiguous(be.transpose(o, (0, 2, 1, 3))), (B, L, three_d // 3))
+        y, lse = ctx.backend.packed_attention_forward(qkv, n_heads, scale)
+        ctx.save_for_backward(qkv, y, lse)
+        ctx.n_heads, ctx.scale = n_heads, scale
+        return y
 
     @staticmethod
     def backward(ctx, dy):
-        q, k, v, o, lse = ctx.saved_tensors
-        be = ctx.backend
-        B, H, L, Dh = o.shape
-        do = be.transpose(be.reshape(dy, (B, L, H, Dh)), (0, 2, 1, 3))
-        grads = be.attention_backward(do, q, k, v, o, lse, ctx.scale, True, 0)
-        every = slice(None)
-        # each (B, H, L, Dh) -> (B, L, 1, H, Dh), then side by side along the new axis
-        slabs = [be.getitem(be.transpose(g, (0, 2, 1, 3)), (every, every, None)) for g in grads]
-        return be.reshape(be.concatenate(slabs, 2), (B, L, 3 * H * Dh)), None, None
+        qkv, y, lse = ctx.saved_tensors
+        return (ctx.backend.packed_attention_backward(dy, qkv, y, lse, ctx.n_heads, ctx.scale),
+                None, None)
 
 
 class AttentionProbabilities(Function):

@@ -70,8 +70,10 @@ from numba import njit, prange
 from .blas import gemm, gemm_scratch, rows_are_contiguous
 from .fastmath import exp_of_dtype as _exp
 from .helper_threads import n_parts, run_split
+from ..reference.attention import packed_heads
 
-__all__ = ["attention_forward", "attention_backward"]
+__all__ = ["attention_forward", "attention_backward", "packed_attention_forward",
+           "packed_attention_backward"]
 
 # Reassociation/contraction for SIMD sums; not 'nnan'/'ninf', so inf and NaN still behave.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -407,35 +409,87 @@ def _launch(dense, work, args, n_heads, dense_heads, parallel_dense, row_heads, 
                   n_parts(n_heads, work, SPLIT_MIN_WORK))
 
 
-def attention_forward(q, k, v, scale, causal, offset=0):
-    """Softmax attention -> (o (B, H, Lq, Dv), lse (B, H, Lq)); see the reference."""
+def _outputs(dense, outs, shapes, dt):
+    """The arrays the kernels write: the caller's ``outs`` (views are fine) where the dense path
+    can write them in place, else new C-contiguous arrays (copied into ``outs`` afterwards)."""
+    if outs is None or not (dense and all(a.dtype == dt and rows_are_contiguous(a)
+                                          and a.flags.writeable for a in outs)):
+        return tuple(np.empty(shape, dtype=dt) for shape in shapes)
+    return outs
+
+
+def _check_outs(name, outs, shapes):
+    if outs is not None and tuple(tuple(a.shape) for a in outs) != tuple(shapes):
+        raise ValueError(f"{name}: out must have the shapes {list(shapes)}, got "
+                         f"{[tuple(a.shape) for a in outs]}")
+
+
+def _deliver(outs, results):
+    """The results, written into the caller's ``outs`` where the kernels did not write there."""
+    if outs is None:
+        return results
+    for out, result in zip(outs, results):
+        if out is not result:
+            out[...] = result
+    return outs
+
+
+def attention_forward(q, k, v, scale, causal, offset=0, out=None):
+    """Softmax attention -> (o (B, H, Lq, Dv), lse (B, H, Lq)); see the reference. With ``out``
+    (an array or view of o's shape), o is written there."""
     _check("attention_forward", q, k, v, offset)
     dt = np.result_type(q.dtype, k.dtype, v.dtype)
     dense = _dense(q, k)
     # the dense kernels read strided views themselves; the row kernels want contiguous heads
     prepare = _as_dtype if dense else (lambda a, dt: np.ascontiguousarray(a, dtype=dt))
     q, k, v = (prepare(a, dt) for a in (q, k, v))
-    o = np.empty(q.shape[:3] + (v.shape[3],), dtype=dt)
+    shape = q.shape[:3] + (v.shape[3],)
+    outs = None if out is None else (out,)
+    _check_outs("attention_forward", outs, [shape])
+    o, = _outputs(dense, outs, [shape], dt)
     lse = np.empty(q.shape[:3], dtype=dt)
     args = (q, k, v, dt.type(scale), bool(causal), int(offset), o, lse)
     _launch(dense, _work(q, k, v), args, q.shape[0] * q.shape[1],
             _dense_attention_forward_heads, _parallel_dense_attention_forward,
             _attention_forward_heads, _parallel_attention_forward)
-    return o, lse
+    return _deliver(outs, (o,))[0], lse
 
 
-def attention_backward(do, q, k, v, o, lse, scale, causal, offset=0):
-    """Gradients of ``attention_forward`` -> (dq, dk, dv); see the reference."""
+def attention_backward(do, q, k, v, o, lse, scale, causal, offset=0, out=None):
+    """Gradients of ``attention_forward`` -> (dq, dk, dv); see the reference. With ``out`` (three
+    arrays or views shaped like q, k, v), the gradients are written there."""
     _check("attention_backward", q, k, v, offset)
     dt = np.result_type(q.dtype, k.dtype, v.dtype)
     dense = _dense(q, k)
     prepare = _as_dtype if dense else (lambda a, dt: np.ascontiguousarray(a, dtype=dt))
     q, k, v, do, o, lse = (prepare(a, dt) for a in (q, k, v, do, o, lse))
-    dq = np.empty(q.shape, dtype=dt)
-    dk = np.empty(k.shape, dtype=dt)
-    dv = np.empty(v.shape, dtype=dt)
+    shapes = [q.shape, k.shape, v.shape]
+    _check_outs("attention_backward", out, shapes)
+    dq, dk, dv = _outputs(dense, out, shapes, dt)
     args = (do, q, k, v, o, lse, dt.type(scale), bool(causal), int(offset), dq, dk, dv)
     _launch(dense, _work(q, k, v), args, q.shape[0] * q.shape[1],
             _dense_attention_backward_heads, _parallel_dense_attention_backward,
             _attention_backward_heads, _parallel_attention_backward)
-    return dq, dk, dv
+    return tuple(_deliver(out, (dq, dk, dv)))
+
+
+def packed_attention_forward(qkv, n_heads, scale):
+    """Causal self-attention of the heads packed in qkv -> (y (B, L, H Dh), lse); see the
+    reference. The kernels read the heads in place and write o straight into y's layout."""
+    q, k, v = packed_heads(np.asarray(qkv), n_heads, "packed_attention_forward")
+    B, H, L, Dh = q.shape
+    y = np.empty((B, L, H, Dh), dtype=q.dtype)
+    _, lse = attention_forward(q, k, v, scale, True, 0, out=y.transpose(0, 2, 1, 3))
+    return y.reshape(B, L, H * Dh), lse
+
+
+def packed_attention_backward(dy, qkv, y, lse, n_heads, scale):
+    """Gradient of ``packed_attention_forward`` w.r.t. qkv, (B, L, 3 H Dh); see the reference.
+    dq, dk, dv are written side by side into it, as the heads were packed."""
+    q, k, v = packed_heads(np.asarray(qkv), n_heads, "packed_attention_backward")
+    B, H, L, Dh = q.shape
+    o, do = (np.reshape(a, (B, L, H, Dh)).transpose(0, 2, 1, 3) for a in (y, dy))
+    dqkv = np.empty((B, L, 3, H, Dh), dtype=q.dtype)
+    attention_backward(do, q, k, v, o, lse, scale, True, 0,
+                       out=tuple(dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3)))
+    return dqkv.reshape(B, L, 3 * H * Dh)

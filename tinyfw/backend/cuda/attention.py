@@ -16,13 +16,15 @@ from numba import cuda
 
 from ..reference.core import check_float
 from .elementwise import exp, mul, sub
-from .layout import transpose
+from .indexing import getitem
+from .layout import concatenate, reshape, transpose
 from .matmul import matmul
 from .reduction import sum as sum_over
 from .runtime import device_array, flat, kernel_factory, launch_1d
 from .softmax import logsumexp_last_axis, softmax_forward
 
-__all__ = ["attention_forward", "attention_backward", "attention_probabilities"]
+__all__ = ["attention_forward", "attention_backward", "attention_probabilities",
+           "packed_attention_forward", "packed_attention_backward"]
 
 
 @kernel_factory
@@ -91,3 +93,36 @@ def attention_backward(do, q, k, v, o, lse, scale, causal, offset=0):
     dq = mul(matmul(ds, k), scale)
     dk = mul(matmul(transpose(ds, (0, 1, 3, 2)), q), scale)
     return dq, dk, dv
+
+
+def _packed_heads(qkv, n_heads, op):
+    """q, k, v (B, H, L, Dh) from qkv (B, L, 3 H Dh); on this backend each is a copy."""
+    qkv = device_array(qkv, op)
+    if len(qkv.shape) != 3 or n_heads < 1 or qkv.shape[2] % (3 * n_heads):
+        raise ValueError(f"{op}: qkv must be (B, L, 3 * n_heads * Dh), got shape "
+                         f"{tuple(qkv.shape)} with n_heads={n_heads}")
+    B, L, three_d = qkv.shape
+    heads = reshape(qkv, (B, L, 3, n_heads, three_d // (3 * n_heads)))
+    every = slice(None)
+    return tuple(transpose(getitem(heads, (every, every, i)), (0, 2, 1, 3)) for i in range(3))
+
+
+def packed_attention_forward(qkv, n_heads, scale):
+    """Causal self-attention of the heads packed in qkv -> (y (B, L, H Dh), lse (B, H, L));
+    see the reference. Here: split, attention_forward, merge."""
+    q, k, v = _packed_heads(qkv, n_heads, "packed_attention_forward")
+    o, lse = attention_forward(q, k, v, scale, True, 0)
+    B, H, L, Dh = o.shape
+    return reshape(transpose(o, (0, 2, 1, 3)), (B, L, H * Dh)), lse
+
+
+def packed_attention_backward(dy, qkv, y, lse, n_heads, scale):
+    """Gradient of ``packed_attention_forward`` w.r.t. qkv, (B, L, 3 H Dh); see the reference."""
+    q, k, v = _packed_heads(qkv, n_heads, "packed_attention_backward")
+    B, H, L, Dh = q.shape
+    o, do = (transpose(reshape(device_array(a, "packed_attention_backward"), (B, L, H, Dh)),
+                       (0, 2, 1, 3)) for a in (y, dy))
+    grads = attention_backward(do, q, k, v, o, lse, scale, True, 0)
+    # each (B, H, L, Dh) -> (B, L, 1, H, Dh), then side by side along the new axis
+    slabs = [reshape(transpose(g, (0, 2, 1, 3)), (B, L, 1, H, Dh)) for g in grads]
+    return reshape(concatenate(slabs, 2), (B, L, 3 * H * Dh))

@@ -23,7 +23,8 @@ Shapes: ``q (B, H, Lq, D)``, ``k (B, H, Lk, D)``, ``v (B, H, Lk, Dv)``, ``o (B, 
 """
 import numpy as np
 
-__all__ = ["attention_forward", "attention_backward", "attention_probabilities"]
+__all__ = ["attention_forward", "attention_backward", "attention_probabilities",
+           "packed_attention_forward", "packed_attention_backward"]
 
 
 def _causal_mask(lq, lk, offset):
@@ -75,3 +76,37 @@ def attention_backward(do, q, k, v, o, lse, scale, causal, offset=0):
     dk = (np.swapaxes(ds, -1, -2) @ q) * scale
     dt = q.dtype
     return dq.astype(dt, copy=False), dk.astype(dt, copy=False), dv.astype(dt, copy=False)
+
+
+# Packed self-attention: a transformer block's one (B, L, 3 H Dh) projection holds q, k and v of
+# every head side by side, laid out (3, H, Dh) in its last dim; the attention output goes on as
+# (B, L, H Dh) with the heads merged. These two take and give those layouts, so a backend can
+# read the heads and write the outputs in place instead of splitting, permuting and concatenating.
+
+def packed_heads(qkv, n_heads, op="packed_attention"):
+    """q, k, v: (B, H, L, Dh) views of ``qkv`` (B, L, 3 H Dh)."""
+    if getattr(qkv, "ndim", None) != 3 or n_heads < 1 or qkv.shape[2] % (3 * n_heads):
+        raise ValueError(f"{op}: qkv must be (B, L, 3 * n_heads * Dh), got shape "
+                         f"{tuple(getattr(qkv, 'shape', ()))} with n_heads={n_heads}")
+    B, L, three_d = qkv.shape
+    heads = qkv.reshape(B, L, 3, n_heads, three_d // (3 * n_heads))
+    return tuple(heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+
+
+def packed_attention_forward(qkv, n_heads, scale):
+    """Causal self-attention of the heads packed in ``qkv`` (B, L, 3 H Dh) -> (y (B, L, H Dh),
+    the heads' outputs merged, lse (B, H, L))."""
+    q, k, v = packed_heads(qkv, n_heads, "packed_attention_forward")
+    o, lse = attention_forward(q, k, v, scale, True, 0)
+    B, H, L, Dh = o.shape
+    return o.transpose(0, 2, 1, 3).reshape(B, L, H * Dh), lse
+
+
+def packed_attention_backward(dy, qkv, y, lse, n_heads, scale):
+    """Gradient of ``packed_attention_forward`` with respect to ``qkv``: (B, L, 3 H Dh), the
+    gradients of q, k and v side by side as they were packed."""
+    q, k, v = packed_heads(qkv, n_heads, "packed_attention_backward")
+    B, H, L, Dh = q.shape
+    o, do = (np.reshape(a, (B, L, H, Dh)).transpose(0, 2, 1, 3) for a in (y, dy))
+    grads = attention_backward(do, q, k, v, o, lse, scale, True, 0)
+    return np.stack([g.transpose(0, 2, 1, 3) for g in grads], axis=2).reshape(B, L, 3 * H * Dh)
