@@ -136,12 +136,13 @@ def _layer_norm_forward_rows(x, w, b, eps, y, mean, rstd, start, stop):
         acc = zero
         for j in range(d):   # two passes: sum((x - mu)^2) does not cancel like sum(x^2) - d*mu^2
             c = _sub(_sub(xr[j], k), dmu)
+            yr[j] = c        # kept for the last pass (the row of y is in L1 by then)
             acc += c * c
         rs = one / np.sqrt(acc * inv_d + eps_x)
         mean[r] = k + dmu
         rstd[r] = rs
         for j in range(d):
-            yr[j] = _sub(_sub(xr[j], k), dmu) * rs * w[j] + b[j]
+            yr[j] = yr[j] * rs * w[j] + b[j]
 
 
 @njit(cache=True, fastmath=_FASTMATH)
