@@ -33,8 +33,8 @@ the profile's 2.2 ms per call and the kernel: that gap lies outside this module.
 The row path, chosen by measurement (see "Measured" below): plain loops, not ``np.dot`` per head.
 
 - ``prange`` over the ``B * H`` (batch, head) pairs; each pair owns its slices of every output,
-  so threads never write the same memory. Small problems run on the calling thread
-  (``PARALLEL_MIN_WORK``).
+  so threads never write the same memory. Smaller problems run on the calling thread, split by
+  heads with helper threads when large enough (``PARALLEL_MIN_WORK``, ``SPLIT_MIN_WORK``).
 - One query row at a time, never the ``(Lq, Lk)`` score matrix: the scores of row ``i`` live in an
   ``Lk`` buffer, so memory stays ``O(L)`` per thread at any context length, and causal rows stop
   at their last visible key (half the work of a dense masked product).
@@ -85,7 +85,7 @@ _FASTMATH_DENSE = {"contract"}
 # Below this many multiply-adds (B * H * Lq * Lk * (D + Dv)) one thread does the whole job: waking
 # Numba's thread pool costs more than the work (a generation step is one query row per head),
 # and on a busy machine far more. Tests set it to 0 or to a huge value to exercise both paths.
-# W1's call (12, 4, 64, 32), 12.6M, runs on the calling thread: on the 2-core EPYC (2 threads,
+# W1's call (12, 4, 64, 32), 12.6M, stays off Numba's pool: on the 2-core EPYC (2 threads,
 # workqueue layer, 2026-11-29) the prange drivers took a median 0.56-0.66 ms forward and
 # 0.87-1.26 ms backward against 0.51 and 0.98 ms serially (their best runs, 0.33 and 0.57 ms,
 # show what an idle second core would give), and inside a training step the pool also competes
@@ -94,9 +94,9 @@ _FASTMATH_DENSE = {"contract"}
 PARALLEL_MIN_WORK = 1 << 25
 
 # Below PARALLEL_MIN_WORK, a call of at least this much work per range is split by heads between
-# the calling thread and helper threads (helper_threads.py: a hand-over costs ~50 us, about 2M
+# the calling thread and helper threads (helper_threads.py: a hand-over costs ~45 us, about 2M
 # multiply-adds of this kernel). W1's (12, 4, 64, 32) call, 12.6M, is split in two on 2 cores:
-# inside the W1 step (2026-11-30) forward + backward 6.5 -> see bench/README.md's profile.
+# inside the W1 step (2026-11-30), per layer, forward 0.50 -> 0.35 ms, backward 1.10 -> 0.68 ms.
 SPLIT_MIN_WORK = 1 << 21
 
 # Up to this many keys (and queries) per head the dense path runs: the (Lk, Lq) score tile of a

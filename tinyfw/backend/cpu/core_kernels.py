@@ -79,10 +79,11 @@ PARALLEL_MIN_ELEMENTS = 1 << 20
 
 # From this many elements up to PARALLEL_MIN_ELEMENTS, a call is split between the calling thread
 # and helper threads (helper_threads.py), each range at least this large. Handing a range over
-# costs ~50 us, so a range must be worth more than that: 2^17 float32 elements take ~65 us in the
-# GELU forward, ~30 us in a softmax. Measured in the W1 step on 2 cores (2026-11-30): its GELUs
-# (393k elements) split, the rest of its fused kernels (at most 98k elements) on the calling
-# thread; GELU forward + backward 1.84 -> see bench/README.md's profile.
+# costs ~45 us, so a range must be worth more than that: 2^17 float32 elements take ~65 us in the
+# GELU forward, ~30 us in a softmax. In the W1 step (2 cores, 2026-11-30) its GELUs (393k
+# elements) are split, the rest of its fused kernels (at most 98k elements) stay on the calling
+# thread; per call, forward 200 -> 140-190 us, backward 260 -> 180-230 us (the helper's late
+# start eats much of the gain at this size).
 SPLIT_MIN_ELEMENTS = 1 << 17
 
 # Reassociation (SIMD lanes for row sums) and FMA contraction; not 'nnan'/'ninf', so inf and NaN
