@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
 import numpy as np
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from .. import BLAS_SPIN_IS_SHORT
+from .atomics import load_acquire
 
 __all__ = ["run_split", "n_parts"]
 
@@ -81,28 +81,13 @@ def n_parts(n, work, min_work):
     return min(n, _threads(), by_work)
 
 
-@intrinsic
-def _load_acquire(typingctx, flags, i):
-    """``flags[i]`` read atomically (int64 array), ordered before every later read: once a
-    helper's flag reads as set, its writes to the outputs are visible to this thread."""
-    if not (isinstance(flags, types.Array) and flags.dtype == types.int64
-            and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        index = context.cast(builder, args[1], signature.args[1], types.intp)
-        return builder.load_atomic(builder.gep(arr.data, [index]), "acquire", 8)
-    return types.int64(flags, i), codegen
-
-
 @njit(nogil=True, cache=True)
 def _spin_until_set(flags, max_polls):
     """Poll until every flag is nonzero (True) or ``max_polls`` polls have passed (False)."""
     for _ in range(max_polls):
         done = True
         for i in range(flags.shape[0]):
-            if _load_acquire(flags, i) == 0:
+            if load_acquire(flags, i) == 0:
                 done = False
                 break
         if done:

@@ -46,7 +46,9 @@ figures are min / median of interleaved runs:
 import numba
 import numpy as np
 from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
+
+from .atomics import fetch_add
 
 # Reassociating the row sums lets LLVM vectorise them; inf/NaN semantics are kept.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -93,21 +95,6 @@ def _sub(a, b):
     fastmath arithmetic (``(x - k) - m`` into ``x - (k + m)``, ``(x - m) * r`` into
     ``x * r - m * r``), which would bring back the cancellation the shifted data avoid."""
     return a - b
-
-
-@intrinsic
-def _fetch_add(typingctx, counter, value):
-    """Atomically ``counter[0] += value``; returns the old value (``counter``: a 1-element int64
-    array shared by the threads of a parallel loop)."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
-            and isinstance(value, types.Integer)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        val = context.cast(builder, args[1], signature.args[1], types.int64)
-        return builder.atomic_rmw("add", arr.data, val, "monotonic")
-    return types.int64(counter, value), codegen
 
 
 # --------------------------------------------------------------------------------------- kernels
@@ -243,11 +230,11 @@ def _parallel_layer_norm_forward(x, w, b, eps, y, mean, rstd, n_chunks, n_thread
     size = -(-n // n_chunks)
     counter = _new_counter()
     for _ in prange(n_threads):
-        c = _fetch_add(counter, 1)
+        c = fetch_add(counter, 1)
         while c < n_chunks:
             _layer_norm_forward_rows(x, w, b, eps, y, mean, rstd, c * size,
                                      min(n, (c + 1) * size))
-            c = _fetch_add(counter, 1)
+            c = fetch_add(counter, 1)
 
 
 @njit(cache=True)
@@ -271,14 +258,14 @@ def _parallel_layer_norm_backward(dy, x, w, mean, rstd, dx, n_chunks, n_threads)
     size = -(-n // n_chunks)
     counter = _new_counter()
     for _ in prange(n_threads):
-        c = _fetch_add(counter, 1)
+        c = fetch_add(counter, 1)
         while c < n_chunks:
             for j in range(d):
                 dw_part[c, j] = 0
                 db_part[c, j] = 0
             _layer_norm_backward_rows(dy, x, w, mean, rstd, dx, dw_part[c], db_part[c],
                                       c * size, min(n, (c + 1) * size))
-            c = _fetch_add(counter, 1)
+            c = fetch_add(counter, 1)
     return _total(dw_part, x), _total(db_part, x)
 
 
@@ -288,10 +275,10 @@ def _parallel_rms_norm_forward(x, w, eps, y, rstd, n_chunks, n_threads):
     size = -(-n // n_chunks)
     counter = _new_counter()
     for _ in prange(n_threads):
-        c = _fetch_add(counter, 1)
+        c = fetch_add(counter, 1)
         while c < n_chunks:
             _rms_norm_forward_rows(x, w, eps, y, rstd, c * size, min(n, (c + 1) * size))
-            c = _fetch_add(counter, 1)
+            c = fetch_add(counter, 1)
 
 
 @njit(cache=True)
@@ -311,13 +298,13 @@ def _parallel_rms_norm_backward(dy, x, w, rstd, dx, n_chunks, n_threads):
     size = -(-n // n_chunks)
     counter = _new_counter()
     for _ in prange(n_threads):
-        c = _fetch_add(counter, 1)
+        c = fetch_add(counter, 1)
         while c < n_chunks:
             for j in range(d):
                 dw_part[c, j] = 0
             _rms_norm_backward_rows(dy, x, w, rstd, dx, dw_part[c], c * size,
                                     min(n, (c + 1) * size))
-            c = _fetch_add(counter, 1)
+            c = fetch_add(counter, 1)
     return _total(dw_part, x)
 
 
