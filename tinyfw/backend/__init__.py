@@ -34,7 +34,7 @@ BLAS_SPIN_LOG2_CYCLES = "16"
 
 
 def _short_blas_spin():
-    """Let OpenBLAS's idle threads sleep ~30 us after a matmul instead of spinning ~0.1 s.
+    """Let OpenBLAS's idle threads sleep ~20 us after a matmul instead of spinning ~0.1 s.
 
     After each matmul OpenBLAS's workers wait for the next one by spinning on their cores for
     2^28 cycles (its default ``OPENBLAS_THREAD_TIMEOUT=28``), so in a training step, where a

@@ -4,10 +4,11 @@
 Two paths, chosen by length (``DENSE_MAX_LENGTH``, 128):
 
 - short contexts (W1: T = 64): the dense path, one head at a time as whole tiles: scores
-  ``k (scale q)^T`` with BLAS (``np.dot`` in Numba), the causal mask as a select, the softmax
-  with vectorised loops (float32 exp from ``fastmath.exp_float32``, float64 keeps libm), then
-  ``p v`` (backward: ``p^T do``, ``do v^T``, ``ds^T q``, ``ds k``) with BLAS. It reads the caller's
-  strided q/k/v/do views head by head, so the wrapper copies nothing. The queries are taken in
+  ``scale k q^T`` with BLAS (``blas.gemm``), the causal mask as a select, the softmax with
+  vectorised loops (float32 exp from ``fastmath.exp_float32``, float64 keeps libm), then
+  ``p v`` (backward: ``p^T do``, ``do v^T``, ``ds^T q``, ``ds k``) with BLAS. BLAS reads the
+  caller's strided q/k/v/do views and writes the outputs (which may be views too: ``out=``)
+  where they lie, so nothing is copied (see the dense section). The queries are taken in
   blocks of ``QUERY_BLOCK`` (32): a causal block only multiplies the keys up to its last query,
   so at T = 64 a quarter of the products (the fully masked upper-right block) is skipped.
   Measured at W1's shape on one thread (ms per call, forward / backward): the previous
@@ -26,9 +27,10 @@ row kernels and these timed interleaved in one process):
     2 threads            1.50 -> 1.02    2.60 -> 1.72
 
 BLAS takes ~0.6 of the forward's 1.0 ms (two 64x32x64 GEMMs per head, ~6 us each, half of the
-work in the masked triangle); the per-head copies ~0.1 ms. The previous wrapper's contiguous
-copies of the strided inputs were ~0.2 ms of its 1.5 ms forward, not the larger gap between
-the profile's 2.2 ms per call and the kernel: that gap lies outside this module.
+work in the masked triangle); the per-head copies ~0.1 ms (since removed). The previous
+wrapper's contiguous copies of the strided inputs were ~0.2 ms of its 1.5 ms forward, not the
+larger gap between the profile's 2.2 ms per call and the kernel: that gap lies outside this
+module.
 
 The row path, chosen by measurement (see "Measured" below): plain loops, not ``np.dot`` per head.
 

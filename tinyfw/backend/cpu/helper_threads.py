@@ -13,8 +13,8 @@ run one (``core_kernels._run`` and ``attention._launch`` choose by the size of t
 Why not Numba's pool for the middle too: measured on 2 cores inside a W1 step (2026-11-30,
 attention only; ``OPENBLAS_THREAD_TIMEOUT=16`` for both), the step took 28.3-34.5 ms with the
 attention's ``prange`` drivers and 27.3-28.7 ms split over a helper thread, against 29.9-33.8 ms
-serially. Handing a range to a helper costs ~50 us (its wake-up and two passes of the GIL), so
-only calls of ~0.1 ms and more are split.
+serially. Handing a range to a helper costs ~45 us (its wake-up), so only calls of ~0.1 ms and
+more are split.
 
 Helpers only pay when NumPy's BLAS does not keep the other cores busy between matmuls:
 ``ENABLED`` is true when NumPy uses OpenBLAS with a short spin (``BLAS_SPIN_IS_SHORT`` in
@@ -125,13 +125,14 @@ def _bounds(n, parts, first_weight):
     """parts + 1 increasing bounds over [0, n], the first range weighted ``first_weight``
     against 1 for each of the others."""
     total = first_weight + parts - 1
-    return [0] + [min(n, int(round(n * (first_weight + p - 1) / total))) for p in range(1, parts)] + [n]
+    inner = [min(n, int(round(n * (first_weight + p - 1) / total))) for p in range(1, parts)]
+    return [0] + inner + [n]
 
 
 def run_split(kernel, args, n, parts):
-    """``kernel(*args, start, stop)`` over units [0, n) cut into ``parts`` nearly equal ranges:
-    the first on this thread, the others on helper threads; returns when all are done, and
-    raises the first range's error, else a helper's."""
+    """``kernel(*args, start, stop)`` over units [0, n) cut into ``parts`` ranges (the first
+    weighted ``FIRST_RANGE_WEIGHT``): the first on this thread, the others on helper threads;
+    returns when all are done, and raises the first range's error, else a helper's."""
     if parts < 2:
         kernel(*args, 0, n)
         return
