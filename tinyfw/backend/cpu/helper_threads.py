@@ -47,6 +47,7 @@ ENABLED = BLAS_SPIN_IS_SHORT and _numpy_uses_openblas()
 
 _pool = None
 _pool_pid = None
+_pool_size = 0
 _pool_lock = threading.Lock()
 _local = threading.local()   # .helper is True on the helper threads
 
@@ -57,12 +58,12 @@ def _mark_helper():
 
 def _executor(n_helpers):
     """The helper threads (made on first use, again after a fork: a child has none of them)."""
-    global _pool, _pool_pid
+    global _pool, _pool_pid, _pool_size
     with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid() or _pool._max_workers < n_helpers:
+        if _pool is None or _pool_pid != os.getpid() or _pool_size < n_helpers:
             _pool = ThreadPoolExecutor(n_helpers, thread_name_prefix="tinyfw-helper",
                                        initializer=_mark_helper)
-            _pool_pid = os.getpid()
+            _pool_pid, _pool_size = os.getpid(), n_helpers
         return _pool
 
 

@@ -14,6 +14,7 @@ import math
 
 from numba import cuda
 
+from ..reference.attention import packed_layout
 from ..reference.core import check_float
 from .elementwise import exp, mul, sub
 from .indexing import getitem
@@ -98,11 +99,7 @@ def attention_backward(do, q, k, v, o, lse, scale, causal, offset=0):
 def _packed_heads(qkv, n_heads, op):
     """q, k, v (B, H, L, Dh) from qkv (B, L, 3 H Dh); on this backend each is a copy."""
     qkv = device_array(qkv, op)
-    if len(qkv.shape) != 3 or n_heads < 1 or qkv.shape[2] % (3 * n_heads):
-        raise ValueError(f"{op}: qkv must be (B, L, 3 * n_heads * Dh), got shape "
-                         f"{tuple(qkv.shape)} with n_heads={n_heads}")
-    B, L, three_d = qkv.shape
-    heads = reshape(qkv, (B, L, 3, n_heads, three_d // (3 * n_heads)))
+    heads = reshape(qkv, packed_layout(op, qkv.shape, n_heads))
     every = slice(None)
     return tuple(transpose(getitem(heads, (every, every, i)), (0, 2, 1, 3)) for i in range(3))
 

@@ -83,13 +83,18 @@ def attention_backward(do, q, k, v, o, lse, scale, causal, offset=0):
 # (B, L, H Dh) with the heads merged. These two take and give those layouts, so a backend can
 # read the heads and write the outputs in place instead of splitting, permuting and concatenating.
 
+def packed_layout(op, shape, n_heads):
+    """(B, L, 3, H, Dh): the layout of a qkv of ``shape`` (B, L, 3 H Dh), checked."""
+    shape = tuple(shape)
+    if len(shape) != 3 or n_heads < 1 or shape[2] % (3 * n_heads):
+        raise ValueError(f"{op}: qkv must be (B, L, 3 * n_heads * Dh), got shape {shape} with "
+                         f"n_heads={n_heads}")
+    return shape[0], shape[1], 3, n_heads, shape[2] // (3 * n_heads)
+
+
 def packed_heads(qkv, n_heads, op="packed_attention"):
     """q, k, v: (B, H, L, Dh) views of ``qkv`` (B, L, 3 H Dh)."""
-    if getattr(qkv, "ndim", None) != 3 or n_heads < 1 or qkv.shape[2] % (3 * n_heads):
-        raise ValueError(f"{op}: qkv must be (B, L, 3 * n_heads * Dh), got shape "
-                         f"{tuple(getattr(qkv, 'shape', ()))} with n_heads={n_heads}")
-    B, L, three_d = qkv.shape
-    heads = qkv.reshape(B, L, 3, n_heads, three_d // (3 * n_heads))
+    heads = qkv.reshape(packed_layout(op, getattr(qkv, "shape", ()), n_heads))
     return tuple(heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
 
 
