@@ -12,6 +12,7 @@ import pytest
 from scipy.special import logsumexp
 
 from conftest import force_helper_threads
+import tinyfw as fw
 from tinyfw.backend import cpu as cpu_backend
 from tinyfw.backend.cpu import core_kernels as kernels
 from tinyfw.backend.interface import CORE_FUSED
@@ -515,3 +516,27 @@ def test_malloc_tuning_is_applied_on_glibc_and_can_be_switched_off(monkeypatch):
     assert allocator.tune_malloc() is False
     monkeypatch.delenv("TINYFW_MALLOC_TUNING")
     assert allocator.tune_malloc() is (platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_tensor_copies_large_arrays_onto_64_byte_boundaries(dtype):
+    """``tinyfw.tensor`` copies an array of ALIGN_MIN_BYTES or more into 64-byte aligned memory
+    (the memory-bound kernels load whole cache lines; see allocator.py), C-contiguous, equal,
+    not shared; smaller arrays are plain copies. The offset view makes NumPy's own alignment
+    irrelevant: the source starts 8 bytes past a line."""
+    from tinyfw.backend.cpu import allocator
+    big = allocator.ALIGN_MIN_BYTES // 8 + 5
+    raw = allocator.empty_aligned((2 * big + 8,), np.float64)
+    raw[:] = np.arange(raw.size)
+    source = raw[1:1 + 2 * big].reshape(2, big)[:, ::2].astype(dtype)   # (2, ceil(big / 2))
+    source = np.asfortranarray(np.tile(source, (4, 1)))                 # Fortran order
+    t = fw.tensor(source)
+    assert t.data.ctypes.data % allocator.ALIGNMENT == 0
+    assert t.data.flags.c_contiguous and t.dtype == np.dtype(dtype)
+    assert not np.shares_memory(t.data, source)
+    np.testing.assert_array_equal(t.data, source)
+    t32 = fw.tensor(source, dtype=fw.float32)
+    assert t32.data.ctypes.data % allocator.ALIGNMENT == 0 and t32.dtype == np.float32
+    np.testing.assert_array_equal(t32.data, source.astype(np.float32))
+    small = fw.tensor(np.arange(10, dtype=dtype))
+    np.testing.assert_array_equal(small.data, np.arange(10, dtype=dtype))

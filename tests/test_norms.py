@@ -123,6 +123,28 @@ def test_layer_norm_kernel_is_accurate_on_large_offsets_in_float32(path):
     np.testing.assert_allclose(y32, y64, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_layer_norm_one_pass_variance_is_accurate_wherever_the_first_element_lies(offset, path):
+    """The float32 kernel takes the variance in one pass from sums of x - x[0] and its square,
+    which cancels when x[0] lies far from the row's mean; past VARIANCE_SHIFT_LIMIT it sums the
+    centred squares instead. x[0] swept from -30 to 30 standard deviations covers both sides of
+    the switch: rstd stays within a few ulps of float64 (measured: at most 6e-7 relative, where
+    the two-pass version had 2e-7)."""
+    g = rng(5)
+    base = g.standard_normal((121, 64))
+    base[:, 0] = np.linspace(-30, 30, 121)
+    x32 = (offset + base).astype(np.float32)
+    dmu = x32.astype(np.float64).mean(axis=1) - x32[:, 0]
+    ratio = dmu ** 2 / x32.astype(np.float64).var(axis=1)
+    limit = kernels.VARIANCE_SHIFT_LIMIT
+    assert (ratio < 0.5 * limit).any() and (ratio > 2 * limit).any()   # both branches run
+    y, mean, rstd = kernels.layer_norm_forward(x32, None, None, 1e-12)
+    y64, mean64, rstd64 = ref.layer_norm_forward(x32.astype(np.float64), None, None, 1e-12)
+    np.testing.assert_allclose(rstd, rstd64, rtol=2e-6)
+    np.testing.assert_allclose(mean, mean64, rtol=2e-7, atol=1e-5)   # float32 sums of |c| <= 30
+    np.testing.assert_allclose(y, y64, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_parameter_gradients_over_many_row_chunks(dtype, path):
     """dw, db summed over more rows than one partial sum covers (ROWS_PER_PARTIAL): the chunk

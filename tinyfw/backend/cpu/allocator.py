@@ -11,10 +11,20 @@ step, 149 ms per step in all; with the settings below 11 page faults, 4 ms of ke
 The settings apply to the whole process (they are malloc's), once, when the CPU backend loads.
 Set ``TINYFW_MALLOC_TUNING=0`` to leave malloc alone. Other C libraries (macOS, musl) are left
 alone.
+
+``copy_aligned`` (used by ``tinyfw.tensor``) puts the copy of a large array on a 64-byte boundary,
+as PyTorch's CPU allocator does. malloc, and so NumPy, gives 16-byte alignment: three arrays in
+four start inside a cache line, and then every 64-byte (AVX-512) load of a kernel's inner loop
+touches two lines. Measured on the 2-core EPYC (Zen 5), layer norm on float32 (8192, 768), 2
+threads, p10 of 100 interleaved calls: backward 2136-2332 us with inputs 16 bytes off a line
+against 1936-1996 us on line boundaries, forward 1074-1096 against 973-1018 us.
 """
 import ctypes
+import math
 import os
 import platform
+
+import numpy as np
 
 MMAP_THRESHOLD = 32 << 20   # blocks below 32 MB come from the heap (glibc's largest default)
 TRIM_THRESHOLD = 256 << 20  # keep up to 256 MB of freed heap before trimming it
@@ -34,3 +44,28 @@ def tune_malloc(mmap_threshold=MMAP_THRESHOLD, trim_threshold=TRIM_THRESHOLD):
 
 
 MALLOC_TUNED = tune_malloc()
+
+
+ALIGNMENT = 64               # bytes: a cache line, and one AVX-512 vector
+ALIGN_MIN_BYTES = 1 << 16    # smaller copies stay plain: aligning costs about 2 us
+
+
+def empty_aligned(shape, dtype):
+    """``np.empty(shape, dtype)`` whose first element lies on an ``ALIGNMENT``-byte boundary (a
+    view into a slightly larger array)."""
+    dtype = np.dtype(dtype)
+    count = math.prod(shape)
+    raw = np.empty(count + ALIGNMENT // dtype.itemsize, dtype)
+    start = (-raw.ctypes.data % ALIGNMENT) // dtype.itemsize
+    return raw[start:start + count].reshape(shape)
+
+
+def copy_aligned(array, dtype):
+    """A C-contiguous copy of ``array`` as ``dtype``, ``ALIGNMENT``-byte aligned when it has at
+    least ``ALIGN_MIN_BYTES``."""
+    dtype = np.dtype(dtype)
+    if array.size * dtype.itemsize < ALIGN_MIN_BYTES:
+        return np.array(array, dtype=dtype, copy=True, order="C")
+    out = empty_aligned(array.shape, dtype)
+    np.copyto(out, array, casting="unsafe")
+    return out

@@ -11,37 +11,36 @@ Design (each array is read or written once from memory; a row, a few KB, then st
   time, and no float32 <-> float64 conversions. ``fastmath`` reassociation lets LLVM split each
   sum into 4 x 16 partial sums (a blocked sum: a few ulps for rows of thousands).
   float64 inputs run the same code in float64 (the float64 gradchecks go through it).
-* Layer norm statistics: the mean is the row's first element plus the mean of ``x - x[0]``
-  (exact differences when a row is nearly constant, so a large common offset is never summed in
-  float32), then a second pass sums the squares of the centred values (no cancellation, unlike
-  ``E[x^2] - E[x]^2``). Those subtractions go through ``_sub``, compiled without fastmath, so LLVM
-  cannot re-associate them into ``x - (x[0] + dmean)``, which would bring the rounding back.
+* Layer norm statistics, one pass over the row: with ``c = x - x[0]`` (exact differences when a
+  row is nearly constant, so a large common offset is never summed in float32), the sums of c and
+  of c^2 give ``dmu = mean(c)`` and ``var = mean(c^2) - dmu^2``. That difference loses precision
+  only when dmu^2 is large against var (x[0] far out in its row); it is used when
+  ``dmu^2 <= VARIANCE_SHIFT_LIMIT * var``, where its relative error stays within about
+  ``1 + VARIANCE_SHIFT_LIMIT`` times that of the sums, and otherwise a second pass sums the
+  squares of the centred values (no cancellation). One pass instead of two: the forward on
+  float32 (8192, 768) takes 0.84-0.86 ms instead of 1.01-1.05 (p10 of interleaved calls, 2
+  threads, Zen 5). The subtractions go through ``_sub``, compiled without fastmath, so LLVM cannot
+  re-associate them into ``x - (x[0] + dmean)``, which would bring the rounding back.
 * No branches in the inner loops: an absent weight is passed as ones, an absent bias as zeros.
 * The backward's parameter gradients (dw, db: sums over all rows) are summed per chunk of at most
   ``ROWS_PER_PARTIAL`` rows, in the input dtype; the chunk partials are then added in float64, in
   chunk order, so the result does not depend on which thread ran which chunk. dx takes one pass
   over the row for its two row sums and one to write dx (the second reads the row from L1).
 
-Measured on a 2-core AMD EPYC (Zen 4, AVX-512; 32 MB L3), 2 threads, Numba 0.68 (workqueue
-layer), PyTorch 2.14 CPU, while another user's jobs kept the load average near 0.7-1, so
-figures are min / median of interleaved runs:
+Measured on a 2-core AMD EPYC (Zen 5, AVX-512; 32 MB L3), 2 threads, Numba 0.68 (workqueue
+layer), PyTorch 2.14 CPU; p10 of 150 interleaved calls, float32 (8192, 768) (W5's size):
 
-* W5 (``python bench/run.py --only W5``: LayerNorm forward + backward through autograd, float32
-  (8192, 768)), median of each run, 3 runs each, alternating with the previous kernels: tinyfw
-  10.6 / 11.3 / 13.1 ms before -> 8.8 / 8.1 / 11.6 ms now; PyTorch 5.0-7.8 ms in the same runs,
-  ratio 1.4-1.8 before, 1.5-1.7 now. The target (ratio <= 1) is not reached, for reasons outside
-  this file: the autograd step also copies the 25 MB dx into ``x.grad``
-  (``Tensor._accumulate_grad``: 1.1-2 ms; PyTorch adopts the buffer), and in the bench's rotation
-  tinyfw mostly runs right after PyTorch, whose OpenMP workers keep spinning on both cores for a
-  few ms (tinyfw's step: 10.1 ms median right after PyTorch, 7.3 ms after a 50 ms pause).
-* The kernels alone (one call each, warm, min of 25 interleaved calls in a quiet spell): layer norm
-  forward 1.52 -> 1.12 ms, backward 2.63 -> 1.8-2.0 ms, about 15% above kernels that only move the
-  same bytes (y = 2x: 1.07 ms; dx = dy * x: 1.74 ms); RMS norm forward 1.00 -> 0.95 ms, backward
-  1.77 -> 1.65 ms (W5 RMSNorm: 8-10 ms, PyTorch 25 ms).
-* (768, 128) float32 (the GPT benchmark's activations, 9 per step), serial path, through
-  ``backend_for("cpu")``, min per call: layer norm forward 58 -> 32 us, backward 76 -> 33 us (the
-  old threshold sent this shape to the thread pool: 105-125 and 120-150 us); RMS norm forward
-  39 -> 15 us, backward 55 -> 27 us.
+* layer norm forward 0.89-0.93 ms (1.01-1.05 with the two-pass variance); PyTorch's
+  ``native_layer_norm`` 0.95-1.08 ms. Backward 1.6-1.8 ms; PyTorch's 1.6-1.7 ms. Both directions
+  are memory-bound: x and dy come from memory once, every later pass over a row reads L1.
+* inputs that do not start on a 64-byte boundary cost 7% (forward) to 10-15% (backward): each
+  AVX-512 load then touches two cache lines (see ``allocator.copy_aligned``).
+* the forward kernel alone on one thread (p10 of 1000 calls): (768, 128) (W1's activations,
+  9 per step) 23.6 -> 22.7 us with the one-pass variance, (768, 768) 81 -> 63 us.
+* tried and left out: non-temporal (streaming) stores for y and dx through a scratch row in L1
+  (forward no faster, backward 2-5%: not worth an LLVM intrinsic and a second code path); the
+  backward on pairs of rows and software prefetch of the next row (no gain); these kernels on
+  the helper thread instead of Numba's pool (slower).
 """
 import numba
 import numpy as np
@@ -73,6 +72,9 @@ ROWS_PER_PARTIAL = 256
 # On the parallel path, the rows are cut into at least this many chunks per thread, handed out
 # dynamically (see the drivers).
 CHUNKS_PER_THREAD = 16
+
+# Layer norm's one-pass variance is kept when dmu^2 <= this * var (see the module docstring).
+VARIANCE_SHIFT_LIMIT = 8.0
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -108,6 +110,7 @@ def _layer_norm_forward_rows(x, w, b, eps, y, mean, rstd, start, stop):
     one = _as(1.0, x)
     eps_x = _as(eps, x)
     inv_d = _as(1.0 / max(d, 1), x)
+    limit = _as(VARIANCE_SHIFT_LIMIT, x)
     for r in range(start, stop):
         xr = x[r]
         yr = y[r]
@@ -116,20 +119,25 @@ def _layer_norm_forward_rows(x, w, b, eps, y, mean, rstd, start, stop):
         k = xr[0] if d > 0 else zero
         if not np.isfinite(k):
             k = zero
-        acc = zero
+        sum_c = zero
+        sum_cc = zero
         for j in range(d):
-            acc += _sub(xr[j], k)
-        dmu = acc * inv_d
-        acc = zero
-        for j in range(d):   # two passes: sum((x - mu)^2) does not cancel like sum(x^2) - d*mu^2
-            c = _sub(_sub(xr[j], k), dmu)
-            yr[j] = c        # kept for the last pass (the row of y is in L1 by then)
-            acc += c * c
-        rs = one / np.sqrt(acc * inv_d + eps_x)
+            c = _sub(xr[j], k)
+            sum_c += c
+            sum_cc += c * c
+        dmu = sum_c * inv_d
+        var = sum_cc * inv_d - dmu * dmu
+        if not dmu * dmu <= limit * var:   # cancellation (or NaN): sum the centred squares
+            sum_cc = zero
+            for j in range(d):
+                c = _sub(_sub(xr[j], k), dmu)
+                sum_cc += c * c
+            var = sum_cc * inv_d
+        rs = one / np.sqrt(var + eps_x)
         mean[r] = k + dmu
         rstd[r] = rs
         for j in range(d):
-            yr[j] = yr[j] * rs * w[j] + b[j]
+            yr[j] = _sub(_sub(xr[j], k), dmu) * rs * w[j] + b[j]
 
 
 @njit(cache=True, fastmath=_FASTMATH)
