@@ -39,8 +39,8 @@ def build_parser():
     p.add_argument("--threads", type=int, default=None,
                    help="threads for tinyfw (Numba and BLAS) and PyTorch alike (default: "
                    "Numba's default, normally the number of cores)")
-    p.add_argument("--repeats", type=int, default=7,
-                   help="timed rounds per case, at most (default 7)")
+    p.add_argument("--repeats", type=int, default=15,
+                   help="timed rounds per case, at most (default 15)")
     p.add_argument("--budget", type=float, default=20.0,
                    help="seconds per case: fewer rounds for slow cases (never fewer than 3)")
     p.add_argument("--settle", type=float, default=None, metavar="S",
