@@ -112,9 +112,9 @@ def test_kernels_accept_non_contiguous_inputs(path):
 
 
 def test_layer_norm_kernel_is_accurate_on_large_offsets_in_float32(path):
-    """Rows with a large mean and a tiny spread: the kernel's shifted two-pass statistics (float32
-    sums of x - x[0], then of the centred values) give the float64 answer; a one-pass
-    E[x^2] - E[x]^2 in float32 would return garbage here."""
+    """Rows with a large mean and a tiny spread: the kernel's shifted statistics (float32 sums of
+    c = x - x[0] and c^2) give the float64 answer; an unshifted E[x^2] - E[x]^2 in float32 would
+    return garbage here."""
     g = rng(3)
     x64 = 1e4 + 1e-2 * g.standard_normal((5, 64))
     x32 = x64.astype(np.float32)
