@@ -4,9 +4,9 @@
 output gradient over the rows (``sum`` with ``axis=0``). NumPy does both correctly but slowly for
 this shape: the broadcast add of a ``(768, 512)`` float32 array and a ``(512,)`` bias took 38 us,
 the column sum 29 us; the kernels here take 19 and 20 us (2-core AMD EPYC, 2026-11-30; W1 makes
-16 such adds and 17 such sums per step). The kernels here are plain row
-loops over contiguous memory that LLVM vectorises; anything they do not cover falls back to NumPy,
-which is also their reference (``tests/test_bias.py``).
+16 such adds and 17 such sums per step). They are plain row loops over contiguous memory that
+LLVM vectorises; anything they do not cover falls back to NumPy, which is also their reference
+(``tests/test_bias.py``).
 
 - ``iadd(target, value)``: ``target += value`` in place.
 - ``sum(x, axis, keepdims)``: ``np.sum``; the column sum of a 2-D array adds blocks of 32 rows

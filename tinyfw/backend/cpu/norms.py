@@ -18,8 +18,9 @@ Design (each array is read or written once from memory; a row, a few KB, then st
   ``dmu^2 <= VARIANCE_SHIFT_LIMIT * var``, where its relative error stays within about
   ``1 + VARIANCE_SHIFT_LIMIT`` times that of the sums, and otherwise a second pass sums the
   squares of the centred values (no cancellation). One pass instead of two: the forward on
-  float32 (8192, 768) takes 0.89-0.93 ms instead of 1.01-1.05 (see below). The subtractions go through ``_sub``, compiled without fastmath, so LLVM cannot
-  re-associate them into ``x - (x[0] + dmean)``, which would bring the rounding back.
+  float32 (8192, 768) takes 0.89-0.93 ms instead of 1.01-1.05 (see below). The subtractions go
+  through ``_sub``, compiled without fastmath, so LLVM cannot re-associate them into
+  ``x - (x[0] + dmean)``, which would bring the rounding back.
 * No branches in the inner loops: an absent weight is passed as ones, an absent bias as zeros.
 * The backward's parameter gradients (dw, db: sums over all rows) are summed per chunk of at most
   ``ROWS_PER_PARTIAL`` rows, in the input dtype; the chunk partials are then added in float64, in
