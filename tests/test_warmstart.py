@@ -15,7 +15,7 @@ from tinyfw.warmstart import (BitCipher, bit_cipher, bits_needed, capacity, ciph
 # ---------------------------------------------------------------------------- bit cipher codes
 
 def test_b5_code_order_matches_worked_example():
-    # The spec's worked example (WARM_START_AND_SAFU.md, "Bit-cipher codes", step 3).
+    # The spec's worked example (docs/WARM_START_AND_SAFU.md, "Bit-cipher codes", step 3).
     expected = [{0}, {1}, {2}, {3}, {4}, {3, 4}, {2, 4}, {1, 4}, {0, 4}, {2, 3}, {1, 3}, {0, 3},
                 {1, 2}, {0, 2}, {0, 1}]
     got = [set(code) for code in cipher_code_sets(5)[:len(expected)]]
@@ -80,18 +80,63 @@ def test_capacity_default_bits_and_normalisation():
         assert (cipher.codes[:min(b, n_types)].sum(axis=1) == 1).all()
 
 
-def test_bits_too_small_raises_and_grow_warns():
-    tokens = list("abcdefgh")                             # 8 types: needs 4 bits
-    with pytest.raises(ValueError, match=r"8 token types do not fit in bits=3"):
-        BitCipher(bits=3).fit(tokens)
-    with pytest.warns(UserWarning, match="raising bits to 4"):
-        cipher = BitCipher(bits=3, grow=True).fit(tokens)
-    assert cipher.bits == 4 and cipher.codes.shape == (8, 4)
-    # a wide enough width is used as given, with no warning
+def test_bits_too_small_grows_with_a_warning():
+    tokens = list("abcdefgh")                             # 8 types: 3 bits hold 7, 4 are needed
+    with pytest.warns(UserWarning) as record:
+        cipher = BitCipher(bits=3).fit(tokens)
+    assert len(record) == 1
+    message = str(record[0].message)
+    # names the function, the requested bits, the vocabulary size and the bits used
+    assert message.startswith("BitCipher.fit:")
+    assert "bits=3" in message and "8 token types" in message and "using bits=4" in message
+    assert record[0].filename == __file__                 # points at the caller's line
+    assert cipher.requested_bits == 3 and cipher.bits == 4
+    assert cipher.codes.shape == (8, 4) and cipher.vectors.shape == (8, 4)
+    # the grown cipher is the one a fitting width gives: same codes, exact round trip
+    np.testing.assert_array_equal(cipher.codes, BitCipher(bits=4).fit(tokens).codes)
+    assert cipher.decode_many(cipher.encode_many(tokens)) == tokens
+
+
+@pytest.mark.parametrize("n_types,bits,grown", [(2, 1, 2), (16, 4, 5), (100, 3, 7),
+                                                 (1000, 8, 10)])
+def test_grown_width_is_the_smallest_that_fits(n_types, bits, grown):
+    with pytest.warns(UserWarning, match=rf"using bits={grown}\b"):
+        cipher = bit_cipher(list(range(n_types)), bits=bits)
+    assert cipher.bits == grown == bits_needed(n_types)
+    assert capacity(grown) >= n_types > capacity(grown - 1)
+
+
+def test_every_entry_point_names_itself_in_the_warning():
+    tokens = list("abcdefgh")
+    with pytest.warns(UserWarning, match=r"^bit_cipher: .*bits=3.*using bits=4") as record:
+        bit_cipher(tokens, bits=3)
+    assert record[0].filename == __file__
+    with pytest.warns(UserWarning, match=r"^BitCipher\.from_vocab: .*8 token types.*bits=2"
+                                         r".*using bits=4") as record:
+        cipher = BitCipher.from_vocab(tokens, bits=2)
+    assert record[0].filename == __file__
+    assert cipher.bits == 4 and cipher.vocab == tokens
+
+
+def test_strict_raises_with_a_clear_message():
+    tokens = list("abcdefgh")
+    pattern = (r"8 token types does not fit in bits=3 \(capacity 2\*\*3 - 1 = 7\); it needs "
+               r"bits >= 4 \(strict=True")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        wide = BitCipher(bits=6, grow=True).fit(tokens)
-    assert wide.bits == 6 and wide.codes.shape == (8, 6)
+        warnings.simplefilter("error")                    # strict: an error, never a warning
+        with pytest.raises(ValueError, match=r"^BitCipher\.fit: .*" + pattern):
+            BitCipher(bits=3, strict=True).fit(tokens)
+        with pytest.raises(ValueError, match=r"^bit_cipher: .*" + pattern):
+            bit_cipher(tokens, bits=3, strict=True)
+        with pytest.raises(ValueError, match=r"^BitCipher\.from_vocab: .*" + pattern):
+            BitCipher.from_vocab(tokens, bits=3, strict=True)
+        # a width that fits is used as given, strict or not, with no warning
+        assert BitCipher(bits=3, strict=True).fit(tokens[:7]).bits == 3
+        assert BitCipher(bits=6).fit(tokens).bits == 6
+        assert BitCipher(bits=6, strict=True).fit(tokens).codes.shape == (8, 6)
+        assert bit_cipher(tokens).bits == 4               # bits=None: smallest fitting width
+    with pytest.raises(TypeError, match="strict must be a bool"):
+        BitCipher(bits=3, strict="yes")
 
 
 def test_bad_arguments():

@@ -1,4 +1,4 @@
-"""Deterministic, backprop-free warm starts (``WARM_START_AND_SAFU.md``).
+"""Deterministic, backprop-free warm starts (``docs/WARM_START_AND_SAFU.md``).
 
 * :class:`BitCipher` / :func:`bit_cipher`: binary codes per token type, frequent types first;
 * :func:`cooccurrence_vectors`: log co-occurrence vectors built from cipher vectors;

@@ -7,7 +7,11 @@ apart), the next ``C(b, 2)`` are two-hot, and so on.  A token's vector is its co
 number of ones (L1-normalised), so every vector is a probability-like, non-negative input for the
 explicit softmax solution (``explicit.py``).
 
-Order of the codes (the spec's procedure, see ``WARM_START_AND_SAFU.md``):
+Capacity: when a requested ``bits`` cannot hold the vocabulary, the width is raised to the
+smallest that can (:func:`bits_needed`) and a ``UserWarning`` names the function, the requested
+bits, the vocabulary size and the bits used; ``strict=True`` makes it a ``ValueError`` instead.
+
+Order of the codes (the spec's procedure, see ``docs/WARM_START_AND_SAFU.md``):
 
 * level 1 (one ``1`` bit): ``{0}, {1}, ..., {b-1}``;
 * then the basis order is reversed once (``b-1, ..., 0``) and stays reversed;
@@ -20,7 +24,6 @@ For ``b = 5`` this gives ``{0},{1},{2},{3},{4},{3,4},{2,4},{1,4},{0,4},{2,3},{1,
 {0,2},{0,1}, ...``.  Every ``k``-subset is some ``(k-1)``-subset plus one bit, so a complete level
 ``k-1`` produces a complete level ``k``: all ``2**b - 1`` codes appear, each exactly once.
 """
-import math
 import warnings
 
 import numpy as np
@@ -115,35 +118,38 @@ def _as_token_list(tokens, where):
 class BitCipher:
     """Bit-cipher vocabulary: token type <-> binary code <-> L1-normalised vector.
 
-    ``BitCipher(bits=None, grow=False, dtype=np.float64).fit(tokens)``
+    ``BitCipher(bits=None, strict=False, dtype=np.float64).fit(tokens)``
 
     Parameters
     ----------
     bits : int or None
         Code width ``b``.  ``None`` picks the smallest ``b`` whose capacity ``2**b - 1`` holds the
         vocabulary.
-    grow : bool
+    strict : bool
         What to do when a given ``bits`` is too small for the vocabulary: ``False`` (default)
-        raises ``ValueError``; ``True`` raises ``b`` to the smallest width that fits and says so
-        with ``warnings.warn`` (the spec's behaviour).
+        raises ``b`` to the smallest width that fits and says so with ``warnings.warn`` (the
+        spec's rule); ``True`` raises ``ValueError``.
     dtype : NumPy float dtype of ``.vectors`` and of what ``encode`` returns.
 
     Attributes after ``fit``
     ------------------------
     vocab   : list of token types, most frequent first (ties: first seen first); row order of
               everything below.
-    bits    : the code width actually used.
+    requested_bits : the ``bits`` argument (None: smallest fitting width).
+    bits    : the code width actually used (``> requested_bits`` when the width grew).
     codes   : ``uint8`` ``(V, bits)`` binary codes.
     vectors : ``(V, bits)`` codes divided by their number of ones (rows sum to 1).
     index   : dict token -> row.
     counts  : ``int64`` ``(V,)`` frequency of each vocab entry in the fitted stream.
     """
 
-    def __init__(self, bits=None, grow=False, dtype=np.float64):
+    def __init__(self, bits=None, strict=False, dtype=np.float64):
         if bits is not None:
             bits = _check_bits(bits, "BitCipher")
+        if not isinstance(strict, (bool, np.bool_)):
+            raise TypeError(f"BitCipher: strict must be a bool, got {strict!r}")
         self.requested_bits = bits
-        self.grow = bool(grow)
+        self.strict = bool(strict)
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise TypeError(f"BitCipher: dtype must be a float dtype, got {self.dtype}")
@@ -157,47 +163,67 @@ class BitCipher:
     # ------------------------------------------------------------------ building
     def fit(self, tokens):
         """Rank the types of the token stream ``tokens`` and hand out codes.  Returns ``self``."""
-        stream = _as_token_list(tokens, "BitCipher.fit")
+        return self._fit(tokens, "BitCipher.fit", stacklevel=3)
+
+    def _fit(self, tokens, where, stacklevel):
+        """``fit`` on behalf of ``where`` (the name errors and warnings give); ``stacklevel``
+        counts from this frame to the user's (``warnings.warn`` convention)."""
+        stream = _as_token_list(tokens, where)
         frequency = {}                               # dicts keep first-seen order
         try:
             for token in stream:
                 frequency[token] = frequency.get(token, 0) + 1
         except TypeError:
-            raise TypeError("BitCipher.fit: tokens must be hashable, got "
+            raise TypeError(f"{where}: tokens must be hashable, got "
                             f"{type(token).__name__}") from None
         if not frequency:
-            raise ValueError("BitCipher.fit: the token stream is empty; nothing to encode")
+            raise ValueError(f"{where}: the token stream is empty; nothing to encode")
         # sorted() is stable, so equal counts keep their first-seen order.
         ranked = sorted(frequency.items(), key=lambda item: -item[1])
-        self._build([token for token, _ in ranked], np.array([c for _, c in ranked], np.int64))
+        self._build([token for token, _ in ranked], np.array([c for _, c in ranked], np.int64),
+                    where, stacklevel + 1)
         return self
 
     @classmethod
-    def from_vocab(cls, vocab, bits=None, grow=False, dtype=np.float64):
-        """A cipher whose ``vocab`` is given already ranked (most frequent first); no counting."""
-        cipher = cls(bits=bits, grow=grow, dtype=dtype)
+    def from_vocab(cls, vocab, bits=None, strict=False, dtype=np.float64):
+        """A cipher whose ``vocab`` is given already ranked (most frequent first); no counting.
+
+        ``bits`` and ``strict`` as in the constructor: a ``bits`` too small for ``len(vocab)``
+        grows with a warning, or raises ``ValueError`` with ``strict=True``.
+        """
+        cipher = cls(bits=bits, strict=strict, dtype=dtype)
         vocab = _as_token_list(vocab, "BitCipher.from_vocab")
         if not vocab:
             raise ValueError("BitCipher.from_vocab: the vocabulary is empty")
         if len(set(vocab)) != len(vocab):
             raise ValueError("BitCipher.from_vocab: the vocabulary has repeated entries")
-        cipher._build(vocab, None)
+        cipher._build(vocab, None, "BitCipher.from_vocab", stacklevel=3)
         return cipher
 
-    def _build(self, vocab, counts):
-        n_types = len(vocab)
+    def _resolve_bits(self, n_types, where, stacklevel):
+        """The width used for ``n_types`` types: the requested one if it fits, else (with a
+        warning, or ``ValueError`` when strict) the smallest that does."""
         needed = bits_needed(n_types)
-        bits = self.requested_bits
-        if bits is None:
-            bits = needed
-        elif capacity(bits) < n_types:
-            message = (f"BitCipher: {n_types} token types do not fit in bits={bits} (capacity "
-                       f"2**{bits} - 1 = {capacity(bits)}); the smallest width that fits is "
-                       f"{needed}")
-            if not self.grow:
-                raise ValueError(message + " (pass grow=True to raise bits automatically)")
-            warnings.warn(message + f"; raising bits to {needed}", stacklevel=3)
-            bits = needed
+        requested = self.requested_bits
+        if requested is None:
+            return needed
+        if capacity(requested) >= n_types:
+            return requested
+        problem = (f"{where}: a vocabulary of {n_types} token types does not fit in "
+                   f"bits={requested} (capacity 2**{requested} - 1 = {capacity(requested)})")
+        if self.strict:
+            raise ValueError(f"{problem}; it needs bits >= {needed} (strict=True; with "
+                             "strict=False the width grows to fit, with a warning)")
+        # stacklevel (the caller's frame, counted from here) points the warning at the line
+        # that asked for the cipher, not at this helper.
+        warnings.warn(f"{problem}; using bits={needed}, the smallest width that fits "
+                      "(pass strict=True to make this an error)", UserWarning,
+                      stacklevel=stacklevel)
+        return needed
+
+    def _build(self, vocab, counts, where, stacklevel):
+        n_types = len(vocab)
+        bits = self._resolve_bits(n_types, where, stacklevel + 1)
         self.bits = bits
         self.vocab = list(vocab)
         self.index = {token: row for row, token in enumerate(self.vocab)}
@@ -289,6 +315,8 @@ class BitCipher:
         return [self.vocab[r] if b > 0 else None for r, b in zip(rows.tolist(), best.tolist())]
 
 
-def bit_cipher(tokens, bits=None, grow=False, dtype=np.float64):
-    """Convenience: ``BitCipher(bits, grow=grow, dtype=dtype).fit(tokens)``."""
-    return BitCipher(bits=bits, grow=grow, dtype=dtype).fit(tokens)
+def bit_cipher(tokens, bits=None, strict=False, dtype=np.float64):
+    """Convenience: ``BitCipher(bits, strict=strict, dtype=dtype).fit(tokens)``; a too small
+    ``bits`` grows with a warning (``ValueError`` with ``strict=True``)."""
+    return BitCipher(bits=bits, strict=strict, dtype=dtype)._fit(tokens, "bit_cipher",
+                                                                   stacklevel=3)

@@ -8,7 +8,7 @@ co-occurrence vector summarises a type by the cipher vectors of its neighbours: 
 
 so two types seen in similar contexts get similar rows.
 
-tinyfw's choices (see ``WARM_START_AND_SAFU.md``; all are parameters):
+tinyfw's choices (see ``docs/WARM_START_AND_SAFU.md``; all are parameters):
 
 * offsets ``[-m, ..., -1, 1, ..., m]`` in that order (``m = window``); ``causal=True`` keeps only
   ``[-m, ..., -1]`` (context that precedes the token, usable by a left-to-right model);
