@@ -24,6 +24,7 @@ from .ops.activations import relu
 from .ops.nn import softmax, log_softmax
 from . import autograd
 from . import nn, optim, warmstart, data
+from . import viz
 from .serialization import save, load
 
 autograd.gradcheck = gradcheck  # also reachable as fw.autograd.gradcheck, as in PyTorch
