@@ -1,6 +1,7 @@
 """The command line: ``python -m tinyfw {train,sample,bench} ...`` (also the ``tinyfw`` script).
 
     tinyfw train                                  # char-level model on the built-in corpus
+    tinyfw train --model safu --init explicit     # the SAFU model, solved in closed form first
     tinyfw train --data input.txt --steps 2000 --out run1 --plot
     tinyfw train --out run1 --resume --steps 3000 # continue (and lengthen) an earlier run
     tinyfw sample --ckpt run1/ckpt.npz --prompt "ROMEO:" --max-new-tokens 300 --top-k 40
@@ -16,14 +17,25 @@ import json
 import os
 import sys
 
-# Command-line flag -> (place, key): 'train' for TrainConfig fields, 'model' for ModelConfig ones.
-_TRAIN_FLAGS = ("data", "tokenizer", "vocab_size", "steps", "batch_size", "lr", "min_lr", "warmup",
-                "weight_decay", "grad_clip", "eval_every", "eval_iters", "log_every", "seed",
-                "out", "device", "sample_tokens", "temperature", "plot")
-_MODEL_FLAGS = {"n_layers": "n_layers", "n_heads": "n_heads", "d_model": "d_model",
-                "context": "context_length", "dropout": "dropout", "norm": "norm",
-                "prenorm": "prenorm", "mixer": "mixer", "tie_weights": "tie_weights",
-                "mlp_ratio": "mlp_ratio"}
+# Flags that set TrainConfig fields (argparse dest -> field).
+_TRAIN_FLAGS = {"data": "data", "tokenizer": "tokenizer", "vocab_size": "vocab_size",
+                "val_data": "val_data", "train_fraction": "train_fraction",
+                "model_kind": "model_kind", "init": "init", "steps": "steps",
+                "batch_size": "batch_size", "lr": "lr", "min_lr": "min_lr", "warmup": "warmup",
+                "weight_decay": "weight_decay", "grad_clip": "grad_clip",
+                "eval_every": "eval_every", "eval_iters": "eval_iters", "patience": "patience",
+                "log_every": "log_every", "seed": "seed", "out": "out", "device": "device",
+                "sample_tokens": "sample_tokens", "temperature": "temperature", "plot": "plot"}
+# Flags that set model settings (argparse dest -> setting), and the model kinds each serves.
+_MODEL_FLAGS = {"n_layers": "n_layers", "context": "context_length", "n_heads": "n_heads",
+                "d_model": "d_model", "dropout": "dropout", "norm": "norm", "prenorm": "prenorm",
+                "mixer": "mixer", "tie_weights": "tie_weights", "mlp_ratio": "mlp_ratio",
+                "d_in": "d_in", "block": "block", "radial": "radial",
+                "use_document": "use_document", "hidden": "hidden", "stack": "stack"}
+_FLAG_KINDS = {"n_layers": ("transformer", "safu"), "context": ("transformer", "safu"),
+               "d_in": ("safu",), "block": ("safu",), "radial": ("safu",),
+               "use_document": ("safu",), "hidden": ("safu",), "stack": ("safu",)}
+_FLAG_NAMES = {"prenorm": "--prenorm/--postnorm", "use_document": "--no-document"}
 
 
 class _UsageError(Exception):
@@ -50,10 +62,33 @@ def _non_negative_int(text):
     return value
 
 
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _finite(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def build_parser():
-    from .train import DEFAULT_MODEL, TrainConfig
+    from .nn.model_kinds import MODEL_KINDS, SAFU_DEFAULTS, TRANSFORMER_DEFAULTS
+    from .train import TrainConfig
+    from .warmstart.init import METHODS
     d = TrainConfig()
-    m = DEFAULT_MODEL
+    m = TRANSFORMER_DEFAULTS
+    sd = SAFU_DEFAULTS
     S = argparse.SUPPRESS  # flags not given stay absent, so they do not override anything
 
     parser = argparse.ArgumentParser(
@@ -68,7 +103,8 @@ def build_parser():
         "train", help="train a language model on a text file or the built-in corpus",
         description="Train a causal language model with AdamW and a warm-up + cosine schedule. "
         "Writes OUT/ckpt.npz (latest), OUT/best.npz (best validation loss), OUT/config.json, "
-        "OUT/tokenizer.json and the encoded corpus OUT/tokens.npy. Flags override --config; "
+        "OUT/tokenizer.json, the encoded corpus OUT/tokens.npy and OUT/metrics.jsonl (one JSON "
+        "line per evaluation). Flags override --config; "
         "with --resume the checkpoint's settings are the starting point. The first Ctrl-C "
         "stops after the current step and writes a checkpoint.",
         argument_default=S)
@@ -80,19 +116,35 @@ def build_parser():
                    help=f"tokenizer kind (default {d.tokenizer})")
     g.add_argument("--vocab-size", type=_positive_int,
                    help=f"vocabulary size of the bpe tokenizer (default {d.vocab_size})")
+    g.add_argument("--val-data", metavar="PATH",
+                   help="UTF-8 text file to validate on (default: the last "
+                   f"{d.val_fraction:.0%} of the corpus)")
+    g.add_argument("--train-fraction", type=_fraction, metavar="F",
+                   help="train on the first F of the training tokens, F in (0, 1] (default 1)")
     g = t.add_argument_group("model")
     g.add_argument("--config", metavar="FILE.json",
                    help="JSON object of settings: any TrainConfig field (steps, lr, ...) and "
                    "model fields either flat (n_layers, d_model, context_length, ...) or under "
                    "\"model\"")
-    g.add_argument("--n-layers", type=_positive_int, help=f"blocks (default {m['n_layers']})")
+    g.add_argument("--model", dest="model_kind", choices=MODEL_KINDS,
+                   help="transformer: token + position embeddings and Transformer blocks; safu: "
+                   "SAFU layers over bit-cipher token vectors, the model the explicit solution "
+                   f"solves (default {d.model_kind})")
+    g.add_argument("--init", choices=METHODS,
+                   help="warm start: random (none), cipher (bit-cipher token vectors), cooc "
+                   "([cipher; co-occurrence] token vectors), explicit (also the closed-form "
+                   f"output layer; for safu every layer solved) (default {d.init})")
+    g.add_argument("--n-layers", type=_positive_int,
+                   help=f"blocks or SAFU layers (default {m['n_layers']} / {sd['n_layers']})")
+    g.add_argument("--context", type=_positive_int,
+                   help=f"context length in tokens: the training window (default "
+                   f"{m['context_length']})")
+    g = t.add_argument_group("transformer model (--model transformer)")
     g.add_argument("--n-heads", type=_positive_int, help=f"heads (default {m['n_heads']})")
     g.add_argument("--d-model", type=_positive_int, help=f"width (default {m['d_model']})")
-    g.add_argument("--context", type=_positive_int,
-                   help=f"context length in tokens (default {m['context_length']})")
     g.add_argument("--mlp-ratio", type=_positive_int,
                    help=f"MLP width / model width (default {m['mlp_ratio']})")
-    g.add_argument("--dropout", type=float, help=f"dropout probability (default {m['dropout']})")
+    g.add_argument("--dropout", type=_finite, help=f"dropout probability (default {m['dropout']})")
     g.add_argument("--norm", choices=("layer", "rms"), help=f"LayerNorm or RMSNorm (default "
                    f"{m['norm']})")
     g.add_argument("--prenorm", dest="prenorm", action="store_true",
@@ -103,18 +155,32 @@ def build_parser():
                    help=f"token mixer of each block (default {m['mixer']})")
     g.add_argument("--tie-weights", action="store_true",
                    help="share the token embedding with the output layer")
+    g = t.add_argument_group("SAFU model (--model safu)")
+    g.add_argument("--d-in", type=_positive_int,
+                   help="token-vector width (default: 36, more when the vocabulary needs it)")
+    g.add_argument("--block", type=_non_negative_int,
+                   help=f"block context: positions attended to, 0 off (default {sd['block']})")
+    g.add_argument("--radial", type=_non_negative_int,
+                   help=f"radial context: recent inputs concatenated, 0 off (default "
+                   f"{sd['radial']})")
+    g.add_argument("--no-document", dest="use_document", action="store_false",
+                   help="leave out the document context (the running mean of the inputs)")
+    g.add_argument("--hidden", type=_positive_int,
+                   help="width of a hidden softmax layer (default: none)")
+    g.add_argument("--stack", choices=("concat", "mix"),
+                   help=f"what a layer above the first reads (default {sd['stack']})")
     g = t.add_argument_group("optimisation")
     g.add_argument("--steps", type=_positive_int, help=f"training steps (default {d.steps})")
     g.add_argument("--batch-size", type=_positive_int,
                    help=f"sequences per step (default {d.batch_size})")
-    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
-    g.add_argument("--min-lr", type=float,
+    g.add_argument("--lr", type=_finite, help=f"peak learning rate (default {d.lr})")
+    g.add_argument("--min-lr", type=_finite,
                    help=f"learning rate at the end of the cosine (default {d.min_lr})")
     g.add_argument("--warmup", type=_non_negative_int,
                    help="linear warm-up steps (default: min(100, steps / 10))")
-    g.add_argument("--weight-decay", type=float,
+    g.add_argument("--weight-decay", type=_finite,
                    help=f"AdamW decoupled weight decay of the matrices (default {d.weight_decay})")
-    g.add_argument("--grad-clip", type=float,
+    g.add_argument("--grad-clip", type=_finite,
                    help=f"clip the global gradient norm to this (0: off; default {d.grad_clip})")
     g.add_argument("--seed", type=_non_negative_int, help=f"random seed (default {d.seed})")
     g.add_argument("--device", help=f"cpu or cuda (default {d.device})")
@@ -123,6 +189,9 @@ def build_parser():
                    help=f"evaluate and checkpoint every n steps (default {d.eval_every})")
     g.add_argument("--eval-iters", type=_positive_int,
                    help=f"batches per loss estimate (default {d.eval_iters})")
+    g.add_argument("--patience", type=_non_negative_int,
+                   help="stop early after this many evaluations without a better validation "
+                   "loss (default 0: never)")
     g.add_argument("--log-every", type=_non_negative_int,
                    help="progress line every n steps when not on a terminal (default: ~20 "
                    "lines per run)")
@@ -134,7 +203,7 @@ def build_parser():
                    "later with --resume")
     g.add_argument("--sample-tokens", type=_non_negative_int,
                    help=f"length of the sample printed at the end (default {d.sample_tokens})")
-    g.add_argument("--temperature", type=float,
+    g.add_argument("--temperature", type=_finite,
                    help=f"sampling temperature of that sample (default {d.temperature})")
     g.add_argument("--plot", action="store_true", help="write DIR/loss.png (needs matplotlib)")
     g.add_argument("--quiet", action="store_true", help="print only errors")
@@ -150,7 +219,7 @@ def build_parser():
     s.add_argument("--prompt", default="", help="text to continue (default: start of a line)")
     s.add_argument("--max-new-tokens", type=_non_negative_int, default=500,
                    help="tokens to generate (default 500)")
-    s.add_argument("--temperature", type=float, default=0.8,
+    s.add_argument("--temperature", type=_finite, default=0.8,
                    help="softmax temperature; 0 = always the most likely token (default 0.8)")
     s.add_argument("--top-k", type=_positive_int, default=None,
                    help="sample only among the k most likely tokens (default: all)")
@@ -170,7 +239,7 @@ def build_parser():
 # ------------------------------------------------------------------------------------ train
 def _read_config_file(path):
     """The settings in a JSON config file as ``(train_overrides, model_overrides)``."""
-    from .nn.models import ModelConfig
+    from .nn.model_kinds import MODEL_KINDS, setting_keys
     from .train import TrainConfig
     try:
         with open(path, encoding="utf-8") as f:
@@ -183,8 +252,12 @@ def _read_config_file(path):
         raise _UsageError(f"--config: {path} must hold a JSON object, not "
                           f"{type(data).__name__}")
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
-    model_keys = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
-    model = dict(data.pop("model", None) or {})
+    model_keys = set().union(*(setting_keys(kind) for kind in MODEL_KINDS))
+    model = data.pop("model", None) or {}
+    if not isinstance(model, dict):
+        raise _UsageError(f"--config: {path}: \"model\" must be a JSON object of model "
+                          f"settings (the model kind is \"model_kind\"), got {model!r}")
+    model = dict(model)
     train = {}
     for key, value in data.items():
         key = key.replace("-", "_")
@@ -197,23 +270,34 @@ def _read_config_file(path):
         else:
             raise _UsageError(f"--config: {path} has an unknown setting {key!r} (training: "
                               f"{sorted(train_keys)}; model: {sorted(model_keys)})")
-    bad_model = sorted(set(model) - model_keys)
+    bad_model = sorted(set(model) - model_keys - {"vocab_size"})
     if bad_model:
         raise _UsageError(f"--config: {path} has unknown model settings {bad_model}")
+    model.pop("vocab_size", None)
     return train, model
+
+
+def _flag(dest):
+    return _FLAG_NAMES.get(dest, "--" + dest.replace("_", "-"))
 
 
 def train_overrides(args):
     """The settings a parsed ``train`` command asks for: ``{..., 'model': {...}}`` holding only
-    what the config file or the flags set."""
+    what the config file or the flags set. A model flag of the other model kind is an error."""
     train, model = ({}, {}) if "config" not in args else _read_config_file(args.config)
     given = vars(args)
-    for key in _TRAIN_FLAGS:
-        if key in given:
-            train[key] = given[key]
-    for flag, key in _MODEL_FLAGS.items():
-        if flag in given:
-            model[key] = given[flag]
+    for dest, key in _TRAIN_FLAGS.items():
+        if dest in given:
+            train[key] = given[dest]
+    # A resumed run's kind is the checkpoint's: resolve_resume_config checks its settings.
+    kind = train.get("model_kind", None if given.get("resume") else "transformer")
+    for dest, key in _MODEL_FLAGS.items():
+        if dest in given:
+            kinds = _FLAG_KINDS.get(dest, ("transformer",))
+            if kind is not None and kind not in kinds:
+                raise _UsageError(f"{_flag(dest)} applies only to --model {kinds[0]}, not to "
+                                  f"--model {kind}")
+            model[key] = given[dest]
     train["model"] = model
     return train
 
@@ -235,8 +319,9 @@ def _cmd_train(args):
                    quiet=getattr(args, "quiet", False))
     if not getattr(args, "quiet", False) and result["val_loss"] is not None:
         print(f"done: step {result['step']}, val loss {result['val_loss']:.4f} (best "
-              f"{result['best_val_loss']:.4f}), {result['elapsed']:.1f} s; checkpoint "
-              f"{result['checkpoint']}")
+              f"{result['best_val_loss']:.4f} at step {result['best_step']}), "
+              f"{result['elapsed']:.1f} s; checkpoint {result['checkpoint']}, metrics "
+              f"{result['metrics']}")
     return 0
 
 
@@ -245,10 +330,11 @@ def _cmd_sample(args):
     from .sample import encode_prompt, generate_ids, load_model
     if not os.path.exists(args.ckpt):
         raise _UsageError(f"--ckpt: no such file: {args.ckpt}")
+    from .nn.model_kinds import prompt_limit
     model, tokenizer = load_model(args.ckpt, args.device)
     ids = encode_prompt(tokenizer, args.prompt)
-    ctx = model.config.context_length
-    if len(ids) > ctx and model.config.positional != "none":
+    ctx = prompt_limit(model)
+    if ctx is not None and len(ids) > ctx:
         print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {ctx}",
               file=sys.stderr)
     out = generate_ids(model, ids, args.max_new_tokens, args.temperature, args.top_k,

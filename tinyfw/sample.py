@@ -5,19 +5,21 @@
     print(generate_text(model, tokenizer, "ROMEO:", max_new_tokens=200, temperature=0.8,
                         top_k=40, seed=1))
 
-Prompts longer than the model's context are cropped from the left: the model only ever sees the
-last ``context_length`` tokens (the whole prompt is still part of the returned text). An empty
+Prompts longer than a transformer's context are cropped from the left: the model only ever sees
+the last ``context_length`` tokens (the whole prompt is still part of the returned text). A SAFU
+model reads the whole prompt and carries its state from token to token. An empty
 prompt starts from a newline token when the tokenizer has one (else from token 0).
 """
 import numpy as np
 
 from . import random as _random
+from .checkpoint import load_checkpoint, model_from_checkpoint
 from .tensor import tensor
 
 
 def load_model(path, device="cpu"):
-    """``(model, tokenizer)`` from a training checkpoint, the model in eval mode."""
-    from .train import load_checkpoint, model_from_checkpoint
+    """``(model, tokenizer)`` from a training checkpoint (a transformer or a SAFU model), the
+    model in eval mode."""
     ckpt = load_checkpoint(path)
     try:
         model, tokenizer = model_from_checkpoint(ckpt, device)

@@ -1,69 +1,76 @@
-"""The training loop: a causal language model on a text corpus, with evaluation, checkpoints and
-exact resumption.
+"""The training loop: a causal language model on a text corpus, with a warm start, evaluation,
+checkpoints and exact resumption.
 
     from tinyfw.train import TrainConfig, train
     result = train(TrainConfig(steps=200, out="out", model={"n_layers": 2}))
+    result = train(TrainConfig(model_kind="safu", init="explicit", out="out-safu"))
     result["val_loss"], result["sample"]
 
-What one run does, in order:
+What one run does, in named stages (each a function below):
 
-1. Reads the corpus (a UTF-8 file, or the built-in corpus), trains a tokenizer on it (or takes the
-   checkpoint's when resuming) and encodes it. The token array is cached in ``OUT/tokens.npy``
-   (with ``OUT/tokens.json`` saying which text and tokenizer produced it) so a second run on the
-   same data skips the encoding.
-2. Splits the tokens 90/10 (contiguous) into training and validation parts.
-3. Trains with AdamW, linear warm-up then cosine decay of the learning rate, and gradient
-   clipping. Every ``eval_every`` steps it estimates the training and validation loss on
-   ``eval_iters`` fixed batches and writes a checkpoint, ``OUT/ckpt.npz`` (and ``OUT/best.npz``
-   when the validation loss improved).
-4. Ends with a text sample.
+1. **data** (``load_data``): reads the corpus (a UTF-8 file, or the built-in corpus), trains a
+   tokenizer on it (or takes the checkpoint's when resuming) and encodes it; the token array is
+   cached in ``OUT/tokens.npy`` (``OUT/tokens.json`` says which text and tokenizer produced it).
+   Validation is the last 10% of the tokens, or the file ``val_data``; ``train_fraction`` keeps
+   the first part of the training tokens (data-size studies: the validation set stays the same).
+2. **model** (``build_run_model``): a ``transformer`` (``LanguageModel``) or a ``safu``
+   (``SAFULanguageModel``), seeded, then warm-started by ``init`` (``tinyfw.warmstart``):
+   ``random`` leaves the random initialisation, ``cipher``/``cooc`` set the token vectors,
+   ``explicit`` also sets the output layer (the transformer) or solves every SAFU layer in closed
+   form (the SAFU model).
+3. **optimiser**: AdamW, linear warm-up then cosine decay, gradient clipping.
+4. **loop**: every ``eval_every`` steps (and at step 0 of a warm start) it estimates the training
+   and validation loss on ``eval_iters`` fixed batches, appends them to ``OUT/metrics.jsonl``
+   and writes a checkpoint, ``OUT/ckpt.npz`` (and ``OUT/best.npz`` when the validation loss
+   improved). ``patience`` stops early when the validation loss has not improved for that many
+   evaluations.
+5. **sample**: a text sample at the end.
 
-A checkpoint holds everything needed to continue bit for bit: the model weights and config, the
-optimizer's moments, the scheduler's step, the tokenizer, the step count, the best validation
-loss, the loss history, both random generators (the global one, used by dropout, and the one that
-draws the training batches) and the run's settings. It is written atomically (``fw.save``): a
-crash or a full disk while writing leaves the previous checkpoint untouched.
+Nothing is written to ``OUT`` until every setting, the data and the model have been checked, so a
+run that fails on bad input leaves an earlier run's files as they were.
+
+A checkpoint (``tinyfw.checkpoint``) holds everything needed to continue bit for bit: the model
+kind, weights and settings, the optimizer's moments, the scheduler's step, the tokenizer, the
+step count, the best validation loss, the loss history, both random generators (the global one,
+used by dropout, and the one that draws the training batches) and the run's settings. It is
+written atomically: a crash or a full disk while writing leaves the previous checkpoint untouched.
 
 Randomness: ``seed`` seeds the global generator (parameter initialisation, dropout) and a
 separate batch generator. Evaluation draws its batches from a fresh generator seeded the same way
-every time, so it never disturbs training and every evaluation sees the same batches (less
-noise when comparing two evaluations).
+every time, so it never disturbs training and every evaluation sees the same batches.
 """
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 
 import numpy as np
 
 from . import random as _random
 from .autograd import no_grad
+from .checkpoint import (CheckpointError, checkpoint_tokenizer, config_mismatch, load_checkpoint,
+                         load_model_state, model_from_checkpoint, save_checkpoint)
 from .data import (build_tokenizer, encode_corpus, get_batch, load_corpus, load_tokenizer,
-                   load_tokens, train_val_split)
-from .data.tokenizers import Tokenizer
-from .nn.models import LanguageModel, ModelConfig
+                   load_tokens, read_text, save_tokens, train_val_split)
+from .fileio import atomic_write
+from .nn.model_kinds import (MODEL_KINDS, TRANSFORMER_DEFAULTS, build_model, model_settings,
+                             saved_settings)
+from .nn.models import ModelConfig
 from .nn.utils import clip_grad_norm_
 from .optim import AdamW, WarmupCosine
-from .serialization import load, save
+from .progress import NullStream, Progress, StopRequest, format_seconds
 from .tensor import tensor
-from .fileio import atomic_write
+from .warmstart.init import METHODS as INIT_METHODS
+from .warmstart.init import init_language_model, safu_input_width
 
-CHECKPOINT_FORMAT = "tinyfw-train-checkpoint"
-CHECKPOINT_VERSION = 1
 TOKENIZERS = ("char", "word", "bpe")
-
-# The model used when nothing else is asked for: a small character-level Transformer that learns
-# visibly in a few minutes on two CPU cores. The vocabulary size comes from the tokenizer.
-# Measured with the defaults below on the built-in corpus: 800 steps, ~160 s of CPU time on one
-# core, validation loss 4.6 -> 1.59 (lr 1e-3 reached only 1.69 in the same steps).
-DEFAULT_MODEL = dict(context_length=64, n_layers=4, n_heads=4, d_model=128, mlp_ratio=4,
-                     dropout=0.0, norm="layer", prenorm=True, mixer="softmax",
-                     tie_weights=False, bias=True)
+DEFAULT_MODEL = TRANSFORMER_DEFAULTS
+# Options of the warm start (``tinyfw.warmstart.init.init_language_model``) a run may set.
+INIT_OPTIONS = ("bits", "window", "embedding", "rounds", "eps", "max_tokens", "emb_scale",
+                "strict")
 
 
 @dataclasses.dataclass
@@ -73,9 +80,15 @@ class TrainConfig:
     data: str = None               # path of a UTF-8 text file; None = the built-in corpus
     tokenizer: str = "char"        # 'char' | 'word' | 'bpe'
     vocab_size: int = 512          # for 'bpe' only: 256 bytes + merges
-    val_fraction: float = 0.1      # the last 10% of the tokens validate
-    # model: ModelConfig fields except vocab_size (missing ones come from DEFAULT_MODEL)
+    val_fraction: float = 0.1      # the last 10% of the tokens validate (without val_data)
+    val_data: str = None           # a separate UTF-8 validation file
+    train_fraction: float = 1.0    # train on the first part of the training tokens
+    # model: 'transformer' or 'safu', its settings (missing ones take the kind's defaults) and
+    # the warm start it begins from
+    model_kind: str = "transformer"
     model: dict = dataclasses.field(default_factory=dict)
+    init: str = "random"           # 'random' | 'cipher' | 'cooc' | 'explicit'
+    init_options: dict = dataclasses.field(default_factory=dict)
     # optimisation
     steps: int = 800
     batch_size: int = 16
@@ -89,6 +102,8 @@ class TrainConfig:
     # evaluation, logging, output
     eval_every: int = 200
     eval_iters: int = 20
+    eval_at_start: bool = None     # evaluate before the first step; None = for a warm start
+    patience: int = 0              # stop after this many evaluations without improvement; 0 off
     log_every: int = 0             # plain-text progress lines every n steps; 0 = about 20 per run
     seed: int = 1337
     out: str = "out"
@@ -106,30 +121,58 @@ class TrainConfig:
             if not ok:
                 problems.append(text)
 
+        def is_number(value):
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
         for name in ("steps", "batch_size", "eval_every", "eval_iters", "vocab_size"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                   f"{name}={value!r} must be a positive integer")
-        for name in ("warmup", "log_every", "seed", "sample_tokens"):
+        for name in ("warmup", "log_every", "seed", "sample_tokens", "patience"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                   f"{name}={value!r} must be a non-negative integer")
+        for name in ("val_fraction", "train_fraction", "lr", "min_lr", "weight_decay",
+                     "grad_clip", "beta1", "beta2", "temperature"):
+            value = getattr(self, name)
+            check(is_number(value) and math.isfinite(value),
+                  f"{name}={value!r} must be a finite number")
+        if problems:
+            raise ValueError("TrainConfig: " + "; ".join(problems))
         check(self.tokenizer in TOKENIZERS, f"tokenizer={self.tokenizer!r} must be one of "
               f"{TOKENIZERS}")
         check(0.0 < self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be in (0, 1)")
+        check(0.0 < self.train_fraction <= 1.0,
+              f"train_fraction={self.train_fraction} must be in (0, 1]")
+        check(self.val_data is None or isinstance(self.val_data, str),
+              f"val_data={self.val_data!r} must be a file path")
         check(self.lr > 0, f"lr={self.lr} must be > 0")
         check(0 <= self.min_lr <= self.lr, f"min_lr={self.min_lr} must be in [0, lr={self.lr}]")
         check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         check(self.grad_clip >= 0, f"grad_clip={self.grad_clip} must be >= 0 (0 = no clipping)")
         check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)")
         check(self.temperature >= 0, f"temperature={self.temperature} must be >= 0")
+        check(self.eval_at_start in (None, True, False),
+              f"eval_at_start={self.eval_at_start!r} must be true, false or null")
         if isinstance(self.warmup, int) and isinstance(self.steps, int):
             check(self.warmup <= self.steps, f"warmup={self.warmup} must be <= steps={self.steps}")
-        check(isinstance(self.model, dict), "model must be a dict of ModelConfig fields")
-        if isinstance(self.model, dict):
-            known = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
-            unknown = sorted(set(self.model) - known)
-            check(not unknown, f"model has unknown fields {unknown} (known: {sorted(known)})")
+        check(self.model_kind in MODEL_KINDS,
+              f"model_kind={self.model_kind!r} must be one of {MODEL_KINDS}")
+        check(self.init in INIT_METHODS, f"init={self.init!r} must be one of {INIT_METHODS}")
+        check(isinstance(self.init_options, dict) and not set(self.init_options) - set(
+            INIT_OPTIONS), f"init_options={self.init_options!r} may only set {INIT_OPTIONS}")
+        check(isinstance(self.model, dict), "model must be a dict of model settings")
+        if isinstance(self.model, dict) and self.model_kind in MODEL_KINDS:
+            try:
+                settings = model_settings(self.model_kind, self.model)
+            except ValueError as e:
+                problems.append(str(e))
+            else:
+                check(not (self.model_kind == "transformer" and self.init == "explicit"
+                           and settings["tie_weights"]),
+                      "init='explicit' (--init explicit) sets the output layer, which "
+                      "tie_weights=True (--tie-weights) shares with the token embedding: untie "
+                      "the weights or use init='cipher'")
         if problems:
             raise ValueError("TrainConfig: " + "; ".join(problems))
 
@@ -144,9 +187,20 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.from_dict: unknown fields {unknown}")
         return cls(**d)
 
+    def model_settings(self):
+        """The model's full settings: the kind's defaults updated by ``model``."""
+        return model_settings(self.model_kind, self.model)
+
     def model_config(self, vocab_size):
-        """The full ``ModelConfig`` of this run for a tokenizer of ``vocab_size`` ids."""
-        return ModelConfig(vocab_size=vocab_size, **{**DEFAULT_MODEL, **self.model})
+        """The full ``ModelConfig`` of a transformer run for a tokenizer of ``vocab_size`` ids."""
+        if self.model_kind != "transformer":
+            raise ValueError(f"TrainConfig.model_config: a {self.model_kind} model has no "
+                             "ModelConfig (use model_settings)")
+        return ModelConfig(vocab_size=vocab_size, **self.model_settings())
+
+    @property
+    def evaluates_at_start(self):
+        return self.init != "random" if self.eval_at_start is None else self.eval_at_start
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -159,17 +213,19 @@ def _tokenizer_spec(cfg):
     return {"kind": cfg.tokenizer, "vocab_size": cfg.vocab_size if cfg.tokenizer == "bpe" else None}
 
 
-def prepare_data(cfg, tokenizer=None, log=None):
-    """Read, tokenize and encode the corpus of ``cfg``; returns ``(tokenizer, ids, info)``.
+def _source_name(path):
+    return "builtin" if path in (None, "builtin") else os.path.abspath(path)
 
-    ids: 1-D unsigned array of the whole corpus. ``tokenizer`` given (when resuming) is used as
-    is; otherwise one is trained. The encoded array is cached in ``cfg.out`` and reused when the
-    same text and tokenizer settings come again.
-    """
-    text = load_corpus(cfg.data)  # FileNotFoundError / ValueError (empty, not UTF-8) name the file
-    source = "builtin" if cfg.data in (None, "builtin") else os.path.abspath(cfg.data)
+
+def _encode_cached(cfg, text, tokenizer=None, log=None):
+    """``(tokenizer, ids, info, write_cache)`` for the corpus ``text``: the cached encoding in
+    ``cfg.out`` when it matches (same text, same tokenizer settings), else a fresh one.
+    ``write_cache()`` stores a fresh encoding (None when the cache was used): the caller runs it
+    once the run is known to go ahead."""
+    log = log or (lambda line: None)
+    source = _source_name(cfg.data)
     digest = _sha256(text)
-    os.makedirs(cfg.out, exist_ok=True)
+    info = {"source": source, "text_sha256": digest, "chars": len(text)}
     tokens_path = os.path.join(cfg.out, "tokens.npy")
     meta_path = os.path.join(cfg.out, "tokens.json")
     tok_path = os.path.join(cfg.out, "tokenizer.json")
@@ -184,12 +240,10 @@ def prepare_data(cfg, tokenizer=None, log=None):
         else:
             usable = same_text and meta.get("tokenizer_spec") == spec
         if usable:
-            if log:
-                log(f"data: {source}: {len(cached_ids):,} tokens (cached in {tokens_path})")
-            return (tokenizer or cached_tok), cached_ids, {"source": source, "text_sha256": digest,
-                                                           "chars": len(text)}
+            log(f"data: {source}: {len(cached_ids):,} tokens (cached in {tokens_path})")
+            return (tokenizer or cached_tok), cached_ids, info, None
     if tokenizer is None:
-        if log and cfg.tokenizer == "bpe":
+        if cfg.tokenizer == "bpe":
             log(f"data: training a byte-level BPE tokenizer with {cfg.vocab_size} tokens ...")
         options = {"vocab_size": cfg.vocab_size} if cfg.tokenizer == "bpe" else {}
         tokenizer = build_tokenizer(cfg.tokenizer, text, **options)
@@ -198,17 +252,33 @@ def prepare_data(cfg, tokenizer=None, log=None):
     except ValueError as e:
         raise ValueError(f"train: the corpus {source} cannot be encoded with the checkpoint's "
                          f"tokenizer: {e}") from None
-    tokenizer.save(tok_path)
-    # The array first, the description last: a crash in between leaves a cache that does not
-    # describe the array, which the next run simply rebuilds.
-    from .data import save_tokens
-    save_tokens(ids, tokens_path)
-    _write_json(meta_path, {"source": source, "text_sha256": digest, "tokenizer_spec": spec,
-                            "n_tokens": int(len(ids))})
-    if log:
+
+    def write_cache():
+        os.makedirs(cfg.out, exist_ok=True)
+        tokenizer.save(tok_path)
+        # The array first, the description last: a crash in between leaves a cache that does
+        # not describe the array, which the next run simply rebuilds.
+        save_tokens(ids, tokens_path)
+        _write_json(meta_path, {"source": source, "text_sha256": digest, "tokenizer_spec": spec,
+                                "n_tokens": int(len(ids))})
         log(f"data: {source}: {len(text):,} characters -> {len(ids):,} tokens "
             f"({tokenizer.kind} tokenizer, {tokenizer.vocab_size} ids; cached in {tokens_path})")
-    return tokenizer, ids, {"source": source, "text_sha256": digest, "chars": len(text)}
+
+    return tokenizer, ids, info, write_cache
+
+
+def prepare_data(cfg, tokenizer=None, log=None):
+    """Read, tokenize and encode the corpus of ``cfg``; returns ``(tokenizer, ids, info)``.
+
+    ids: 1-D unsigned array of the whole corpus. ``tokenizer`` given (when resuming) is used as
+    is; otherwise one is trained. The encoded array is cached in ``cfg.out`` and reused when the
+    same text and tokenizer settings come again.
+    """
+    text = load_corpus(cfg.data)  # FileNotFoundError / ValueError (empty, not UTF-8) name the file
+    tokenizer, ids, info, write_cache = _encode_cached(cfg, text, tokenizer, log)
+    if write_cache is not None:
+        write_cache()
+    return tokenizer, ids, info
 
 
 def _read_token_cache(meta_path, tokens_path, tok_path):
@@ -241,75 +311,125 @@ def split_tokens(ids, cfg, context_length):
     return train_ids, val_ids
 
 
-# --------------------------------------------------------------------------------- checkpoints
-class CheckpointError(OSError):
-    """A checkpoint could not be written (the previous one, if any, is intact)."""
-
-
-def save_checkpoint(path, state):
-    """Write ``state`` (a dict) to ``path`` atomically; on failure raise CheckpointError."""
+def _validation_ids(path, tokenizer, need):
+    """The token ids of the validation file ``path`` (``--val-data``), checked."""
     try:
-        save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, path)
-    except OSError as e:
-        reason = e.strerror or str(e) or type(e).__name__
-        existing = " is unchanged" if os.path.exists(path) else " was never written"
-        error = CheckpointError(f"train: could not write the checkpoint {path} ({reason}); "
-                                f"the previous checkpoint there{existing}")
-        error.errno = e.errno
-        raise error from e
-
-
-def load_checkpoint(path):
-    """Read a training checkpoint; a missing, foreign or incomplete file raises a clear error."""
-    ckpt = load(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"load_checkpoint: {path} is a tinyfw file but not a training "
-                         "checkpoint (no model/optimizer/step record)")
-    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(f"load_checkpoint: {path} was written by a newer tinyfw (checkpoint "
-                         f"version {ckpt['version']})")
-    missing = [k for k in ("model", "model_config", "tokenizer", "step") if k not in ckpt]
-    if missing:
-        raise ValueError(f"load_checkpoint: {path} lacks {missing}")
-    return ckpt
-
-
-def config_mismatch(saved, wanted):
-    """The fields where two ModelConfig dicts differ, as ``['d_model: 128 != 64', ...]``."""
-    out = []
-    for key in sorted(set(saved) | set(wanted)):
-        a, b = saved.get(key, "<absent>"), wanted.get(key, "<absent>")
-        if a != b:
-            out.append(f"{key}: checkpoint {a!r}, requested {b!r}")
-    return out
-
-
-def load_model_state(model, ckpt, path="checkpoint"):
-    """Copy the checkpoint's weights into ``model`` after checking that both have the same
-    configuration; a difference raises ValueError naming each mismatched field."""
-    saved = ModelConfig.from_dict(ckpt["model_config"]).to_dict()
-    diff = config_mismatch(saved, model.config.to_dict())
-    if diff:
-        raise ValueError(f"{path} was written by a model with a different configuration: "
-                         + "; ".join(diff))
+        text = read_text(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"train: --val-data {path}: {e}") from None
     try:
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"{path}: the weights do not fit the model ({e})") from None
+        ids = encode_corpus(text, tokenizer)
+    except ValueError as e:
+        raise ValueError(f"train: --val-data {path} cannot be encoded with the {tokenizer.kind} "
+                         f"tokenizer of the training data: {e}") from None
+    if len(ids) < need:
+        raise ValueError(f"train: --val-data {path} has {len(ids):,} tokens, fewer than context "
+                         f"+ 1 = {need} (use a longer file or a smaller --context)")
+    return ids
 
 
-def model_from_checkpoint(ckpt, device="cpu"):
-    """A ``LanguageModel`` rebuilt from a checkpoint's config and weights, plus its tokenizer."""
-    model = LanguageModel(ModelConfig.from_dict(ckpt["model_config"]))
-    load_model_state(model, ckpt)
-    if device != "cpu":
-        model.to(device)
-    tok = ckpt["tokenizer"]
-    tokenizer = Tokenizer.from_dict(json.loads(tok) if isinstance(tok, str) else tok)
-    return model, tokenizer
+@dataclasses.dataclass
+class RunData:
+    """The tokens of one run. ``write_cache`` (or None) stores a fresh encoding in ``OUT``."""
+    tokenizer: object
+    ids: np.ndarray          # the whole encoded corpus (1-D)
+    train_ids: np.ndarray    # what the model trains on (after train_fraction)
+    val_ids: np.ndarray
+    info: dict
+    write_cache: object = None
 
 
-# --------------------------------------------------------------------------------- evaluation
+def load_data(cfg, context_length, tokenizer=None, log=None):
+    """Stage 1: the run's tokens (see the module docstring), checked to be long enough for
+    windows of ``context_length + 1`` tokens. Writes nothing."""
+    text = load_corpus(cfg.data)  # FileNotFoundError / ValueError (empty, not UTF-8) name the file
+    tokenizer, ids, info, write_cache = _encode_cached(cfg, text, tokenizer, log)
+    need = context_length + 1
+    if cfg.val_data is not None:
+        val_ids = _validation_ids(cfg.val_data, tokenizer, need)
+        train_ids = ids
+        if len(train_ids) < need:
+            raise ValueError(f"train: the corpus {info['source']} has {len(ids):,} tokens, fewer "
+                             f"than context + 1 = {need}")
+        info["val_source"] = _source_name(cfg.val_data)
+    else:
+        train_ids, val_ids = split_tokens(ids, cfg, context_length)
+    if cfg.train_fraction < 1.0:
+        kept = int(len(train_ids) * cfg.train_fraction)
+        if kept < need:
+            raise ValueError(f"train: --train-fraction {cfg.train_fraction} keeps {kept:,} of "
+                             f"{len(train_ids):,} training tokens, fewer than context + 1 = "
+                             f"{need}")
+        train_ids = train_ids[:kept]
+    info["train_tokens"] = int(len(train_ids))
+    info["val_tokens"] = int(len(val_ids))
+    return RunData(tokenizer, ids, train_ids, val_ids, info, write_cache)
+
+
+# --------------------------------------------------------------------------------------- model
+def resolve_model_settings(cfg, vocab_size):
+    """The full model settings of a run: the kind's defaults, ``cfg.model``, and for a SAFU model
+    the token-vector width ``d_in`` its warm start needs (``safu_input_width``)."""
+    settings = cfg.model_settings()
+    if cfg.model_kind == "safu":
+        opts = cfg.init_options
+        settings["d_in"] = safu_input_width(vocab_size, cfg.init, settings["d_in"],
+                                            opts.get("window", 2), opts.get("embedding", "cipher"),
+                                            opts.get("strict", False))
+    return settings
+
+
+def build_run_model(cfg, settings, data, ckpt=None, ckpt_path="checkpoint", log=None):
+    """Stage 2: the model of ``settings``, seeded with ``cfg.seed``; then either the checkpoint's
+    weights or the warm start ``cfg.init`` on the training tokens. Returns ``(model, report)``,
+    the report of the warm start (None when resuming)."""
+    _random.manual_seed(cfg.seed)
+    model = build_model(cfg.model_kind, settings, data.tokenizer.vocab_size)
+    if ckpt is not None:
+        load_model_state(model, ckpt, ckpt_path, settings["context_length"])
+        return model, None
+    options = dict(cfg.init_options)
+    if cfg.model_kind == "transformer":
+        for key in ("rounds", "eps"):          # options of the SAFU solve only
+            options.pop(key, None)
+    report = init_language_model(model, data.train_ids, cfg.init, seed=cfg.seed,
+                                 window_length=settings["context_length"], log=log, **options)
+    return model, report
+
+
+def _describe(cfg, settings, n_params):
+    if cfg.model_kind == "safu":
+        return (f"SAFU model: {n_params:,} parameters ({settings['n_layers']} layer"
+                f"{'s' if settings['n_layers'] != 1 else ''}, token vectors of {settings['d_in']}, "
+                f"block {settings['block']}, radial {settings['radial']}, document context "
+                f"{'on' if settings['use_document'] else 'off'}), init {cfg.init}")
+    return (f"model: {n_params:,} parameters ({settings['n_layers']} layers, d_model "
+            f"{settings['d_model']}, {settings['n_heads']} heads, context "
+            f"{settings['context_length']}, mixer {settings['mixer']}), init {cfg.init}")
+
+
+# ----------------------------------------------------------------------------------- optimiser
+def param_groups(model, weight_decay):
+    """Weight decay only on matrices (linear and embedding weights), not on biases and norm
+    gains: decaying a gain towards 0 fights the normalisation (the nanoGPT/GPT-2 practice).
+    Parameters that do not require gradients (a frozen embedding) are left out."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    matrices = [p for p in params if p.ndim >= 2]
+    vectors = [p for p in params if p.ndim < 2]
+    groups = [{"params": matrices, "weight_decay": weight_decay}]
+    if vectors:
+        groups.append({"params": vectors, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(cfg, model):
+    """Stage 3: AdamW over the trainable parameters and its warm-up + cosine schedule."""
+    optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                      betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    return optimizer, WarmupCosine(optimizer, cfg.warmup, cfg.steps, cfg.min_lr)
+
+
+# ---------------------------------------------------------------------------------- evaluation
 @no_grad()
 def estimate_loss(model, ids, batch_size, context_length, iters, seed, device="cpu"):
     """Mean loss over ``iters`` batches drawn from a fresh generator seeded with ``seed``."""
@@ -327,91 +447,42 @@ def estimate_loss(model, ids, batch_size, context_length, iters, seed, device="c
     return total / iters
 
 
-# ---------------------------------------------------------------------------------- progress
-class Progress:
-    """Progress reporting: one line rewritten in place on a terminal, plain lines otherwise."""
+class MetricsLog:
+    """``OUT/metrics.jsonl``: one JSON object per evaluation, appended and flushed line by line,
+    so a crash loses nothing already measured."""
 
-    def __init__(self, stream, total_steps, every, tty=None):
-        self.stream = stream
-        self.total = total_steps
-        self.every = every
-        self.tty = stream.isatty() if tty is None and hasattr(stream, "isatty") else bool(tty)
-        self._last_draw = 0.0
-        self._width = 0
+    def __init__(self, path):
+        self.path = path
 
-    def _clear(self):
-        if self.tty and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self._width = 0
+    def start(self, keep_upto=None):
+        """Begin a fresh file, or (``keep_upto``: a resumed run) keep the lines of the steps up
+        to the checkpoint's and drop later ones, which describe a state that no longer exists."""
+        lines = []
+        if keep_upto is not None and os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        break                  # a line cut short by a crash ends the file
+                    if isinstance(record, dict) and record.get("step", math.inf) <= keep_upto:
+                        lines.append(line if line.endswith("\n") else line + "\n")
+        atomic_write(self.path, lambda f: f.writelines(lines), mode="w", encoding="utf-8")
 
-    def message(self, text):
-        """A line that stays (evaluation results, notes)."""
-        self._clear()
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def update(self, step, loss, lr, tokens_per_s, eta_s, force=False):
-        line = (f"step {step:>{len(str(self.total))}}/{self.total}  loss {loss:.4f}  "
-                f"lr {lr:.2e}  {tokens_per_s:,.0f} tok/s  ETA {format_seconds(eta_s)}")
-        if self.tty:
-            now = time.monotonic()
-            if force or now - self._last_draw > 0.1 or step == self.total:
-                self.stream.write("\r" + line.ljust(self._width))
-                self._width = len(line)
-                self.stream.flush()
-                self._last_draw = now
-        elif force or step % self.every == 0 or step == self.total:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-
-    def close(self):
-        if self.tty and self._width:
-            self.stream.write("\n")
-            self._width = 0
-            self.stream.flush()
+    def append(self, record):
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, allow_nan=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
-def format_seconds(s):
-    if not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+def read_metrics(path):
+    """The records of a ``metrics.jsonl`` file, in order."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
-class _StopRequest:
-    """Turns the first Ctrl-C into a request to stop after the current step (so the checkpoint
-    holds a complete step); a second Ctrl-C interrupts at once."""
-
-    def __init__(self, progress):
-        self.requested = False
-        self.progress = progress
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            if self._previous is signal.default_int_handler:
-                signal.signal(signal.SIGINT, self._handle)
-            else:
-                self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.progress.message("interrupt: stopping after this step and writing a checkpoint "
-                              "(Ctrl-C again to abort without saving)")
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
-# ----------------------------------------------------------------------------------- training
+# ------------------------------------------------------------------------------------ training
 def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
     """Run (or continue, ``resume=True``) the training described by ``cfg``.
 
@@ -422,14 +493,17 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
     stream: where progress goes (default stdout). ``quiet`` prints nothing.
 
     Returns a dict: ``step``, ``train_loss`` (last step), ``val_loss`` (last evaluation),
-    ``best_val_loss``, ``history``, ``sample`` (text, or None), ``elapsed`` (seconds of training
-    over all runs), ``checkpoint`` (path), ``tokens_per_s``.
+    ``best_val_loss``, ``best_step``, ``history``, ``sample`` (text, or None), ``elapsed``
+    (seconds of the warm start and of training over all runs), ``init_seconds``, ``init_report``,
+    ``checkpoint`` (path), ``metrics`` (path), ``tokens_per_s``, ``n_params``, ``model``,
+    ``tokenizer``.
     """
-    stream = _NullStream() if quiet else (sys.stdout if stream is None else stream)
+    stream = NullStream() if quiet else (sys.stdout if stream is None else stream)
     progress = Progress(stream, cfg.steps, cfg.log_every or max(1, cfg.steps // 20))
     log = progress.message
     ckpt_path = os.path.join(cfg.out, "ckpt.npz")
     best_path = os.path.join(cfg.out, "best.npz")
+    metrics = MetricsLog(os.path.join(cfg.out, "metrics.jsonl"))
 
     ckpt = None
     if resume:
@@ -437,35 +511,44 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
             raise FileNotFoundError(f"train: --resume given but there is no checkpoint at "
                                     f"{ckpt_path}")
         ckpt = load_checkpoint(ckpt_path)
+        if ckpt["model_kind"] != cfg.model_kind:
+            raise ValueError(f"train --resume: {ckpt_path} holds a {ckpt['model_kind']} model, "
+                             f"not a {cfg.model_kind} model")
     device = _check_device(cfg.device)
 
-    # Data and tokenizer (the checkpoint's tokenizer when resuming, so the ids mean the same).
-    tokenizer = None
-    if ckpt is not None:
-        tok = ckpt["tokenizer"]
-        tokenizer = Tokenizer.from_dict(json.loads(tok) if isinstance(tok, str) else tok)
-    tokenizer, ids, data_info = prepare_data(cfg, tokenizer, log)
+    # Stage 1: data (the checkpoint's tokenizer when resuming, so the ids mean the same).
+    tokenizer = checkpoint_tokenizer(ckpt) if ckpt is not None else None
+    context = cfg.model_settings()["context_length"]
+    data = load_data(cfg, context, tokenizer, log)
     trained_on = (ckpt or {}).get("data", {}).get("text_sha256")
-    if trained_on is not None and trained_on != data_info["text_sha256"]:
-        log(f"warning: the corpus {data_info['source']} differs from the one the checkpoint was "
+    if trained_on is not None and trained_on != data.info["text_sha256"]:
+        log(f"warning: the corpus {data.info['source']} differs from the one the checkpoint was "
             "trained on; training continues on the new text")
 
-    # Model, optimizer, schedule: built fresh from the seed, then overwritten from the
-    # checkpoint when resuming (so both paths build the very same objects).
-    _random.manual_seed(cfg.seed)
-    model_cfg = cfg.model_config(tokenizer.vocab_size)
-    train_ids, val_ids = split_tokens(ids, cfg, model_cfg.context_length)
-    model = LanguageModel(model_cfg)
-    if ckpt is not None:
-        load_model_state(model, ckpt, ckpt_path)
+    # Stage 2: model (built fresh from the seed, then warm-started or overwritten from the
+    # checkpoint, so both paths build the very same objects).
+    settings = resolve_model_settings(cfg, data.tokenizer.vocab_size)
+    init_start = time.perf_counter()
+    model, init_report = build_run_model(cfg, settings, data, ckpt, ckpt_path, log)
+    init_seconds = (time.perf_counter() - init_start if ckpt is None
+                    else float(ckpt.get("init_seconds", 0.0)))
+    if ckpt is None:
+        init_report = _jsonable(init_report)
+    else:
+        init_report = ckpt.get("init_report")
     if device != "cpu":
         model.to(device)
-    params = list(model.parameters())
-    optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                      betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
-    scheduler = WarmupCosine(optimizer, cfg.warmup, cfg.steps, cfg.min_lr)
+
+    # Every check has passed: from here on the run writes into OUT.
+    if data.write_cache is not None:
+        data.write_cache()
+    _write_json(os.path.join(cfg.out, "config.json"), cfg.to_dict())
+
+    # Stage 3: optimiser and schedule.
+    optimizer, scheduler = build_optimizer(cfg, model)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     batch_rng = np.random.default_rng(cfg.seed)
-    step, best_val, elapsed = 0, float("inf"), 0.0
+    step, best_val, best_step, elapsed = 0, float("inf"), None, init_seconds
     history = {"step": [], "loss": [], "lr": [], "eval_step": [], "eval_train_loss": [],
                "val_loss": []}
     if ckpt is not None:
@@ -475,6 +558,7 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
             scheduler.load_state_dict(ckpt["scheduler"])
         step = int(ckpt["step"])
         best_val = float(ckpt.get("best_val_loss", float("inf")))
+        best_step = ckpt.get("best_step")
         elapsed = float(ckpt.get("elapsed", 0.0))
         history = {k: list(v) for k, v in ckpt.get("history", history).items()}
         rng = ckpt.get("rng", {})
@@ -486,47 +570,77 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
         # command changed --steps, --lr, ...); only the position in it comes from the checkpoint.
         scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
         scheduler._apply()
+        metrics.start(keep_upto=step)
         log(f"resumed from {ckpt_path} at step {step} (best val loss {best_val:.4f})")
+    else:
+        metrics.start()
 
     n_params = model.num_parameters()
-    T, B = model_cfg.context_length, cfg.batch_size
+    T, B = settings["context_length"], cfg.batch_size
     if ckpt is None:
-        log(f"model: {n_params:,} parameters ({model_cfg.n_layers} layers, d_model "
-            f"{model_cfg.d_model}, {model_cfg.n_heads} heads, context {T}, mixer "
-            f"{model_cfg.mixer}); training {cfg.steps} steps of {B}x{T} tokens on {device}")
-    _write_json(os.path.join(cfg.out, "config.json"), cfg.to_dict())
+        log(_describe(cfg, settings, n_params) + f"; training {cfg.steps} steps of {B}x{T} "
+            f"tokens ({data.info['train_tokens']:,} training tokens) on {device}")
 
     def checkpoint_state():
         return {
+            "model_kind": cfg.model_kind,
+            "init": cfg.init,
+            "init_report": init_report,
+            "init_seconds": init_seconds,
             "model": model.state_dict(),
-            "model_config": model_cfg.to_dict(),
+            "model_config": saved_settings(model, T),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "train_config": cfg.to_dict(),
-            "tokenizer": json.dumps(tokenizer.to_dict()),
+            "tokenizer": json.dumps(data.tokenizer.to_dict()),
             "step": step,
             "best_val_loss": best_val,
+            "best_step": best_step,
             "elapsed": elapsed,
             "history": history,
             "rng": {"global": _random.get_rng_state(), "batches": batch_rng.bit_generator.state},
-            "data": {"source": data_info["source"], "text_sha256": data_info["text_sha256"],
-                     "n_tokens": int(len(ids))},
+            "data": {"source": data.info["source"], "text_sha256": data.info["text_sha256"],
+                     "n_tokens": int(len(data.ids)), "train_tokens": data.info["train_tokens"],
+                     "val_tokens": data.info["val_tokens"]},
         }
 
-    def evaluate():
-        train_loss = estimate_loss(model, train_ids, B, T, cfg.eval_iters, cfg.seed + 1, device)
-        val_loss = estimate_loss(model, val_ids, B, T, cfg.eval_iters, cfg.seed + 2, device)
-        return train_loss, val_loss
+    def evaluate(lr):
+        """Stage 4b: losses on fixed batches, the metrics line, the checkpoints."""
+        nonlocal best_val, best_step
+        train_loss = estimate_loss(model, data.train_ids, B, T, cfg.eval_iters, cfg.seed + 1,
+                                   device)
+        val_loss = estimate_loss(model, data.val_ids, B, T, cfg.eval_iters, cfg.seed + 2, device)
+        history["eval_step"].append(step)
+        history["eval_train_loss"].append(train_loss)
+        history["val_loss"].append(val_loss)
+        improved = val_loss < best_val
+        if improved:
+            best_val, best_step = val_loss, step
+        metrics.append({"step": step, "tokens": step * B * T, "elapsed_s": round(elapsed, 4),
+                        "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+                        "val_ppl": math.exp(min(val_loss, 700.0)), "best_val_loss": best_val,
+                        "model": cfg.model_kind, "init": cfg.init})
+        log(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
+            + ("  (best so far)" if improved else "") + f"  [{format_seconds(elapsed)}]")
+        state = checkpoint_state()
+        save_checkpoint(ckpt_path, state)
+        if improved:
+            save_checkpoint(best_path, state)
 
+    # Stage 4: the loop.
     last_loss, val_loss = float("nan"), None
     step_time_ema = None
     tokens_per_s = 0.0
     stop_at = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    early_stopped = False
+    if ckpt is None and cfg.evaluates_at_start:
+        evaluate(optimizer.param_groups[0]["lr"])
+        val_loss = history["val_loss"][-1]
     loop_start, elapsed_before = time.perf_counter(), elapsed
-    with _StopRequest(progress) as stop:
-        while step < stop_at and not stop.requested:
+    with StopRequest(progress) as stop:
+        while step < stop_at and not stop.requested and not early_stopped:
             t0 = time.perf_counter()
-            x, y = get_batch(train_ids, B, T, batch_rng)
+            x, y = get_batch(data.train_ids, B, T, batch_rng)
             _, loss = model(tensor(x, device=device), tensor(y, device=device))
             optimizer.zero_grad()
             loss.backward()
@@ -554,30 +668,27 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
             progress.update(step, last_loss, lr, tokens_per_s, (stop_at - step) * step_time_ema)
 
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                train_loss, val_loss = evaluate()
-                history["eval_step"].append(step)
-                history["eval_train_loss"].append(train_loss)
-                history["val_loss"].append(val_loss)
-                improved = val_loss < best_val
-                best_val = min(best_val, val_loss)
-                log(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
-                    + ("  (best so far)" if improved else "") + f"  [{format_seconds(elapsed)}]")
-                state = checkpoint_state()
-                save_checkpoint(ckpt_path, state)
-                if improved:
-                    save_checkpoint(best_path, state)
+                evaluate(lr)
+                val_loss = history["val_loss"][-1]
+                stale = len(history["val_loss"]) - 1 - int(np.argmin(history["val_loss"]))
+                early_stopped = cfg.patience > 0 and stale >= cfg.patience
         progress.close()
         elapsed = elapsed_before + (time.perf_counter() - loop_start)
         if not history["eval_step"] or history["eval_step"][-1] != step:
             save_checkpoint(ckpt_path, checkpoint_state())  # the last state not yet written
-        if step < cfg.steps:
+        if early_stopped:
+            log(f"early stop at step {step}: the validation loss has not improved for "
+                f"{cfg.patience} evaluations (best {best_val:.4f} at step {best_step}, kept in "
+                f"{best_path})")
+        elif step < cfg.steps:
             log(f"stopped at step {step} of {cfg.steps}; checkpoint written to {ckpt_path} "
                 f"(continue with: tinyfw train --resume --out {cfg.out})")
 
+    # Stage 5: a sample and the loss curve.
     sample = None
-    if cfg.sample_tokens and step >= cfg.steps:
+    if cfg.sample_tokens and (step >= cfg.steps or early_stopped):
         from .sample import generate_text
-        sample = generate_text(model, tokenizer, "", cfg.sample_tokens,
+        sample = generate_text(model, data.tokenizer, "", cfg.sample_tokens,
                                temperature=cfg.temperature, seed=cfg.seed, device=device)
         log("sample:\n" + sample)
     if cfg.plot:
@@ -589,32 +700,22 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
         except ImportError as e:
             log(f"plot: {e}")
     return {"step": step, "train_loss": last_loss, "val_loss": val_loss,
-            "best_val_loss": best_val, "history": history, "sample": sample,
-            "elapsed": elapsed, "checkpoint": ckpt_path, "tokens_per_s": tokens_per_s,
-            "n_params": n_params, "model": model, "tokenizer": tokenizer}
+            "best_val_loss": best_val, "best_step": best_step, "history": history,
+            "sample": sample, "elapsed": elapsed, "init_seconds": init_seconds,
+            "init_report": init_report, "checkpoint": ckpt_path, "metrics": metrics.path,
+            "tokens_per_s": tokens_per_s, "n_params": n_params, "model": model,
+            "tokenizer": data.tokenizer, "early_stopped": early_stopped}
 
 
-def param_groups(model, weight_decay):
-    """Weight decay only on matrices (linear and embedding weights), not on biases and norm
-    gains: decaying a gain towards 0 fights the normalisation (the nanoGPT/GPT-2 practice)."""
-    params = list(model.parameters())
-    matrices = [p for p in params if p.ndim >= 2]
-    vectors = [p for p in params if p.ndim < 2]
-    groups = [{"params": matrices, "weight_decay": weight_decay}]
-    if vectors:
-        groups.append({"params": vectors, "weight_decay": 0.0})
-    return groups
-
-
-class _NullStream:
-    def write(self, text):
-        return len(text)
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
+def _jsonable(value):
+    """``value`` with NumPy scalars turned into Python numbers (for checkpoints and JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _check_device(device):
@@ -631,11 +732,22 @@ def _check_device(device):
 # ------------------------------------------------------------------------ resume configuration
 def resolve_resume_config(ckpt_path, overrides):
     """The settings to resume with: the checkpoint's, updated by ``overrides`` (a dict of
-    TrainConfig fields, ``model`` being a dict of model fields). A model field that differs from
-    the checkpoint raises ValueError naming it (the weights could not be loaded)."""
+    TrainConfig fields, ``model`` being a dict of model settings). A model setting, model kind
+    or warm start that differs from the checkpoint raises ValueError naming it (the weights
+    could not be loaded, or the run would not be the one it continues)."""
     ckpt = load_checkpoint(ckpt_path)
     saved = dict(ckpt.get("train_config") or {})
-    saved_model = ModelConfig.from_dict(ckpt["model_config"]).to_dict()
+    kind = ckpt["model_kind"]
+    if overrides.get("model_kind", kind) != kind:
+        raise ValueError(f"train --resume: the checkpoint {ckpt_path} holds a {kind} model, not "
+                         f"a {overrides['model_kind']} model (--model)")
+    if overrides.get("init", ckpt["init"]) != ckpt["init"]:
+        raise ValueError(f"train --resume: the checkpoint {ckpt_path} was initialised with "
+                         f"--init {ckpt['init']}; a resumed run cannot change it to "
+                         f"{overrides['init']!r}")
+    saved_model = dict(ckpt["model_config"])
+    if kind == "transformer":
+        saved_model = ModelConfig.from_dict(saved_model).to_dict()
     wanted_model = dict(overrides.get("model") or {})
     diff = [f"{k}: checkpoint {saved_model[k]!r}, requested {v!r}"
             for k, v in sorted(wanted_model.items()) if saved_model.get(k, v) != v]
@@ -650,10 +762,13 @@ def resolve_resume_config(ckpt_path, overrides):
                          f"{saved.get('tokenizer')!r} tokenizer, not {overrides['tokenizer']!r}")
     merged = {**saved, **{k: v for k, v in overrides.items() if k != "model"}}
     merged["model"] = {k: v for k, v in saved_model.items() if k != "vocab_size"}
+    merged["model_kind"], merged["init"] = kind, ckpt["init"]
     return TrainConfig.from_dict(merged)
 
 
-__all__ = ["TrainConfig", "DEFAULT_MODEL", "train", "prepare_data", "split_tokens",
-           "estimate_loss", "save_checkpoint", "load_checkpoint", "load_model_state",
-           "model_from_checkpoint", "resolve_resume_config", "config_mismatch",
-           "CheckpointError", "Progress", "format_seconds"]
+__all__ = ["TrainConfig", "DEFAULT_MODEL", "TOKENIZERS", "INIT_OPTIONS", "train", "load_data",
+           "prepare_data", "split_tokens", "resolve_model_settings", "build_run_model",
+           "build_optimizer", "param_groups", "estimate_loss", "MetricsLog", "read_metrics",
+           "save_checkpoint", "load_checkpoint", "load_model_state", "model_from_checkpoint",
+           "resolve_resume_config", "config_mismatch", "CheckpointError", "Progress",
+           "format_seconds"]

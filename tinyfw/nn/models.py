@@ -18,13 +18,13 @@ import math
 
 import numpy as np
 
-from .. import random as _random
 from ..autograd import no_grad
 from ..ops import nn as N
 from ..tensor import Tensor, arange, tensor
 from . import init
 from .layers import Dropout, Embedding, GELU, Linear
 from .module import Module, ModuleList
+from .sampling import sample_next
 
 MIXERS = ("softmax", "linear", "delta", "safu")
 
@@ -242,22 +242,6 @@ class LanguageModel(Module):
             return tensor(seq, device=ids.device)
         finally:
             self.train(was_training)
-
-
-def sample_next(logits, temperature=1.0, top_k=None):
-    """One token per row of ``logits`` ``(B, V)``, drawn from the global generator."""
-    logits = logits.astype(np.float64)
-    if temperature == 0:
-        return logits.argmax(axis=-1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = np.sort(logits, axis=-1)[:, -top_k][:, None]
-        logits = np.where(logits < kth, -np.inf, logits)
-    logits = logits - logits.max(axis=-1, keepdims=True)
-    p = np.exp(logits)
-    p /= p.sum(axis=-1, keepdims=True)
-    rng = _random.generator()
-    return np.array([rng.choice(p.shape[-1], p=row) for row in p], dtype=np.int64)
 
 
 __all__ = ["ModelConfig", "LanguageModel", "Block", "MLP", "make_mixer", "make_norm",

@@ -41,6 +41,7 @@ from ..tensor import Tensor, tensor, zeros
 from . import init
 from .layers import Embedding, Linear, Dropout
 from .module import Module, ModuleList, Parameter
+from .sampling import sample_next
 
 __all__ = ["SAFU", "SAFUMixer", "SAFULanguageModel", "safu_contexts", "check_safu_options"]
 
@@ -377,7 +378,6 @@ class SAFULanguageModel(Module):
     def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None):
         """Extend ids (B, T) by ``max_new_tokens`` sampled tokens, one step at a time from the
         carried state (no context limit)."""
-        from .models import sample_next
         was_training = self.training
         self.eval()
         try:

@@ -40,6 +40,9 @@ co-occurrence half is the smoothed uniform row). Ids outside the range raise ``V
 bit cipher's all-zero code for unknown token types only arises when encoding raw tokens with
 ``BitCipher.encode``. An empty ``train_ids`` raises ``ValueError``.
 """
+import time
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -53,7 +56,7 @@ from .bit_cipher import BitCipher, bits_needed, capacity
 from .cooccurrence import cooccurrence_vectors
 from .explicit_training import explicit_train, stream_windows
 
-__all__ = ["METHODS", "ranked_cipher", "cipher_embeddings", "cooccurrence_embeddings",
+__all__ = ["METHODS", "safu_input_width", "ranked_cipher", "cipher_embeddings", "cooccurrence_embeddings",
            "project_vectors", "init_embedding_", "bigram_explicit_logits",
            "init_output_layer_explicit_", "init_language_model"]
 
@@ -85,6 +88,45 @@ def ranked_cipher(token_ids, vocab_size, bits=None):
 def _default_bits(vocab_size, width):
     """The model width if that many bits hold the vocabulary, else the fewest that do."""
     return width if capacity(width) >= vocab_size else bits_needed(vocab_size)
+
+
+def _fitting_bits(bits, vocab_size, where, strict=False):
+    """``bits``, or the fewest bits that hold the vocabulary when ``bits`` do not (with a
+    warning; ``strict`` makes that a ValueError)."""
+    if capacity(bits) >= vocab_size:
+        return bits
+    needed = bits_needed(vocab_size)
+    message = (f"{where}: {bits} bits hold {capacity(bits)} token types < vocab_size="
+               f"{vocab_size}")
+    if strict:
+        raise ValueError(message + f" (at least {needed} bits are needed)")
+    warnings.warn(message + f"; using {needed} bits", stacklevel=3)
+    return needed
+
+
+def _vector_kind(method, embedding):
+    return "cooc" if method == "cooc" or (method == "explicit" and embedding == "cooc") \
+        else "cipher"
+
+
+def safu_input_width(vocab_size, method="random", d_in=None, window=2, embedding="cipher",
+                     strict=False):
+    """The token-vector width ``d_in`` of a SAFU model warm-started by ``method``.
+
+    Cipher vectors are ``bits`` wide, [cipher; co-occurrence] vectors ``(1 + window) * bits``.
+    With ``d_in=None`` the width is 36 (or the multiple of ``1 + window`` nearest below it)
+    unless the vocabulary needs more bits. A given ``d_in`` that cannot hold the vocabulary grows
+    to the smallest width that does, with a warning (``strict``: a ValueError); one that is not a
+    multiple of ``1 + window`` for co-occurrence vectors is a ValueError."""
+    parts = 1 + window if _vector_kind(method, embedding) == "cooc" else 1
+    if d_in is None:
+        return parts * max(36 // parts, bits_needed(vocab_size))
+    if d_in % parts:
+        raise ValueError(f"safu_input_width: d_in={d_in} must be a multiple of 1 + window = "
+                         f"{parts} for [cipher; co-occurrence] vectors")
+    if method == "random":
+        return d_in
+    return parts * _fitting_bits(d_in // parts, vocab_size, "safu_input_width", strict)
 
 
 def cipher_embeddings(token_ids, vocab_size, bits=None):
@@ -257,16 +299,17 @@ def init_output_layer_explicit_(model, token_ids, eps=1.0, ridge=1e-3, max_token
 
 def init_language_model(model, token_ids, method="random", bits=None, window=2,
                         embedding="cipher", rounds=2, eps=0.1, seed=0, max_tokens=200_000,
-                        emb_scale="match"):
+                        emb_scale="match", window_length=64, strict=False, log=None):
     """Warm-start ``model`` (LanguageModel or SAFULanguageModel) in place; see the module
-    docstring. Returns a dict describing what was done.
+    docstring. Returns a dict describing what was done, with the seconds of each phase.
 
-    ``eps`` is the additive smoothing of the explicit solution's counts for a SAFU model (0.1:
-    on a 2000-word vocabulary it gave a clearly better validation perplexity than 1e-3 with
-    10k training words and the same with 100k, see ``demos/warm_start.py``); ``rounds`` its
-    attention rounds; ``bits``/``window`` the cipher width and co-occurrence window;
-    ``embedding`` the vectors used by ``method='explicit'``; ``emb_scale`` the row-norm rule of
-    :func:`init_embedding_` for a LanguageModel."""
+    ``eps`` is the additive smoothing of the explicit solution's counts for a SAFU model;
+    ``rounds`` its attention rounds; ``window_length`` the length of the training windows it is
+    solved on; ``bits``/``window`` the cipher width and co-occurrence window (too few bits for
+    the vocabulary grow with a warning, or raise with ``strict``); ``embedding`` the vectors used
+    by ``method='explicit'``; ``emb_scale`` the row-norm rule of :func:`init_embedding_` for a
+    LanguageModel; ``log(text)``, when given, receives a line per phase (what it does, then how
+    long it took)."""
     if method not in METHODS:
         raise ValueError(f"init_language_model: method must be one of {METHODS}, got "
                          f"{method!r}")
@@ -277,15 +320,19 @@ def init_language_model(model, token_ids, method="random", bits=None, window=2,
     if not is_safu and not hasattr(model, "tok_emb"):
         raise TypeError(f"init_language_model: expected a LanguageModel or SAFULanguageModel, "
                         f"got {type(model).__name__}")
+    log = log or (lambda text: None)
     V = model.vocab_size if is_safu else model.config.vocab_size
     ids = _check_ids(token_ids, V, "init_language_model")
-    report = {"method": method}
+    report = {"method": method, "seconds": {}}
     if method == "random":
         return report
-    kind = "cooc" if method == "cooc" else embedding
+    kind = _vector_kind(method, embedding)
     width = model.d_in if is_safu else model.config.d_model
+    t0 = time.perf_counter()
     if kind == "cipher":
         b = bits if bits is not None else _default_bits(V, width)
+        log(f"warm start: counting {len(ids):,} tokens, bit-cipher codes of {V} types "
+            f"({b} bits) ...")
         vectors = cipher_embeddings(ids, V, b)
         report["embedding"] = f"bit cipher, {b} bits"
     else:
@@ -299,9 +346,9 @@ def init_language_model(model, token_ids, method="random", bits=None, window=2,
             b = width // (1 + window)
         else:
             b = _default_bits(V, max(1, width // (1 + window)))
-        if capacity(b) < V:
-            raise ValueError(f"init_language_model: {b} bits hold {capacity(b)} types < "
-                             f"vocab_size={V}")
+        b = _fitting_bits(b, V, "init_language_model", strict)
+        log(f"warm start: counting co-occurrences of {len(ids):,} tokens ({V} types, {b} bits, "
+            f"window {window}) ...")
         vectors = cooccurrence_embeddings(ids, V, b, window=window)
         if is_safu:
             vectors = vectors / 2.0            # [cipher; cooc], each L1-normalised: unit L1
@@ -314,15 +361,27 @@ def init_language_model(model, token_ids, method="random", bits=None, window=2,
         model.set_embedding(vectors)
     else:
         init_embedding_(model.tok_emb, vectors, scale=emb_scale, center=kind == "cooc", seed=seed)
+    report["seconds"]["embedding"] = time.perf_counter() - t0
+    log(f"warm start: token vectors set ({report['embedding']}) in "
+        f"{report['seconds']['embedding']:.2f} s")
     if method == "explicit":
+        t0 = time.perf_counter()
+        used = ids[:max_tokens + 1]
         if is_safu:
-            inputs, targets = stream_windows(ids[:max_tokens + 1], 64 if len(ids) > 64
-                                             else len(ids) - 1)
+            inputs, targets = stream_windows(used, min(window_length, len(used) - 1))
+            log(f"warm start: solving the SAFU layers in closed form on {inputs.size:,} "
+                f"positions ({rounds} attention round{'s' if rounds != 1 else ''}) ...")
             result = explicit_train(model, inputs, targets, rounds=rounds, eps=eps)
             report["output"] = "explicit SAFU solution"
             report["train_loss"] = float(result["loss"])
         else:
+            log(f"warm start: counting bigrams of {len(used):,} tokens and projecting the "
+                "explicit output layer on the model's features ...")
             fit = init_output_layer_explicit_(model, ids, max_tokens=max_tokens)
             report["output"] = "bigram explicit solution projected on the head's features"
             report.update(fit)
+        report["seconds"]["solve"] = time.perf_counter() - t0
+        loss = report.get("train_loss")
+        log(f"warm start: {report['output']} in {report['seconds']['solve']:.2f} s"
+            + (f" (training loss {loss:.4f})" if loss is not None else ""))
     return report
