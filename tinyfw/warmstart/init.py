@@ -76,13 +76,14 @@ def _check_ids(token_ids, vocab_size, where):
     return ids.astype(np.int64)
 
 
-def ranked_cipher(token_ids, vocab_size, bits=None):
+def ranked_cipher(token_ids, vocab_size, bits=None, strict=False):
     """A :class:`BitCipher` over the ids ``0..vocab_size-1``, ranked by frequency in
-    ``token_ids`` (ties and unseen ids in id order). ``bits`` too small raises ValueError."""
+    ``token_ids`` (ties and unseen ids in id order). ``bits`` too small for the vocabulary grow
+    with a warning (``strict``: ValueError), as :meth:`BitCipher.from_vocab` does."""
     ids = _check_ids(token_ids, vocab_size, "ranked_cipher")
     counts = np.bincount(ids, minlength=vocab_size)
     order = np.argsort(-counts, kind="stable")
-    return BitCipher.from_vocab(order.tolist(), bits=bits)
+    return BitCipher.from_vocab(order.tolist(), bits=bits, strict=strict)
 
 
 def _default_bits(vocab_size, width):
@@ -129,16 +130,16 @@ def safu_input_width(vocab_size, method="random", d_in=None, window=2, embedding
     return parts * _fitting_bits(d_in // parts, vocab_size, "safu_input_width", strict)
 
 
-def cipher_embeddings(token_ids, vocab_size, bits=None):
+def cipher_embeddings(token_ids, vocab_size, bits=None, strict=False):
     """Bit-cipher vectors (vocab_size, bits) in id order (row i = vector of id i)."""
-    cipher = ranked_cipher(token_ids, vocab_size, bits)
+    cipher = ranked_cipher(token_ids, vocab_size, bits, strict)
     out = np.zeros((vocab_size, cipher.bits))
     out[np.asarray(cipher.vocab)] = cipher.vectors
     return out
 
 
 def cooccurrence_embeddings(token_ids, vocab_size, bits=None, window=2, mode="concat",
-                            causal=True, include_cipher=True, normalize=True):
+                            causal=True, include_cipher=True, normalize=True, strict=False):
     """Co-occurrence vectors in id order: ``[cipher; cooc]`` (or cooc alone).
 
     Defaults: causal (only preceding context, what a left-to-right model may use), offsets kept
@@ -146,7 +147,7 @@ def cooccurrence_embeddings(token_ids, vocab_size, bits=None, window=2, mode="co
     Width ``bits * (1 + window)`` with the defaults.
     """
     ids = _check_ids(token_ids, vocab_size, "cooccurrence_embeddings")
-    cipher = ranked_cipher(ids, vocab_size, bits)
+    cipher = ranked_cipher(ids, vocab_size, bits, strict)
     cooc = cooccurrence_vectors(ids.tolist(), cipher, window=window, mode=mode, causal=causal,
                                 normalize=normalize)
     parts = [cipher.vectors, cooc] if include_cipher else [cooc]
@@ -329,12 +330,20 @@ def init_language_model(model, token_ids, method="random", bits=None, window=2,
     kind = _vector_kind(method, embedding)
     width = model.d_in if is_safu else model.config.d_model
     t0 = time.perf_counter()
+    if is_safu:
+        parts = 1 + window if kind == "cooc" else 1
+        b = bits if bits is not None else width // parts
+        if capacity(b) < V:
+            raise ValueError(f"init_language_model: the codes of {V} token types do not fit in "
+                             f"{b} bits, and a SAFU model's token vectors ({width} wide) cannot "
+                             f"grow; build the model with d_in = {parts * bits_needed(V)} (see "
+                             "safu_input_width)")
     if kind == "cipher":
         b = bits if bits is not None else _default_bits(V, width)
-        log(f"warm start: counting {len(ids):,} tokens, bit-cipher codes of {V} types "
-            f"({b} bits) ...")
-        vectors = cipher_embeddings(ids, V, b)
-        report["embedding"] = f"bit cipher, {b} bits"
+        log(f"warm start: counting {len(ids):,} tokens, bit-cipher codes of {V} types ...")
+        # A SAFU model's width is fixed: vectors grown past it could not be used.
+        vectors = cipher_embeddings(ids, V, b, strict or is_safu)
+        report["embedding"] = f"bit cipher, {vectors.shape[1]} bits"
     else:
         if bits is not None:
             b = bits
@@ -346,13 +355,13 @@ def init_language_model(model, token_ids, method="random", bits=None, window=2,
             b = width // (1 + window)
         else:
             b = _default_bits(V, max(1, width // (1 + window)))
-        b = _fitting_bits(b, V, "init_language_model", strict)
-        log(f"warm start: counting co-occurrences of {len(ids):,} tokens ({V} types, {b} bits, "
-            f"window {window}) ...")
-        vectors = cooccurrence_embeddings(ids, V, b, window=window)
+        log(f"warm start: counting co-occurrences of {len(ids):,} tokens ({V} types, window "
+            f"{window}) ...")
+        vectors = cooccurrence_embeddings(ids, V, b, window=window, strict=strict or is_safu)
         if is_safu:
             vectors = vectors / 2.0            # [cipher; cooc], each L1-normalised: unit L1
-        report["embedding"] = f"cipher + causal co-occurrence, {b} bits, window {window}"
+        report["embedding"] = (f"cipher + causal co-occurrence, {vectors.shape[1] // (1 + window)}"
+                               f" bits, window {window}")
     if is_safu:
         if vectors.shape[1] != width:
             raise ValueError(f"init_language_model: vectors of width {vectors.shape[1]} do not "
