@@ -296,3 +296,17 @@ def test_train_fraction_too_small_for_one_window(tmp_path, corpus, capsys):
                  "0.001", *COMMON]) == 1
     assert "--train-fraction 0.001 keeps" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_word_vocabulary_cap(tmp_path, corpus):
+    """--vocab-size with the word tokenizer keeps the most frequent words and <unk>."""
+    from tinyfw.data import WordTokenizer
+    tok = WordTokenizer.train(TEXT, max_size=7)      # " ", then "\n . a sees the" (8 each)
+    assert tok.vocab_size == 7 and tok.tokens[0] == "<unk>" and tok.tokens[1] == " "
+    assert tok.decode(tok.encode("the zebra")) == "the <unk>"
+    with pytest.raises(ValueError, match="max_size must be None or an int >= 2"):
+        WordTokenizer.train(TEXT, max_size=1)
+    cfg = TrainConfig(data=corpus, out=str(tmp_path / "run"), tokenizer="word", vocab_size=8,
+                      steps=1, eval_iters=1, batch_size=2, sample_tokens=0, model_kind="safu",
+                      model={"context_length": 8, "block": 2, "radial": 1})
+    assert train(cfg, quiet=True)["tokenizer"].vocab_size == 8

@@ -115,7 +115,8 @@ def build_parser():
     g.add_argument("--tokenizer", choices=("char", "word", "bpe"),
                    help=f"tokenizer kind (default {d.tokenizer})")
     g.add_argument("--vocab-size", type=_positive_int,
-                   help=f"vocabulary size of the bpe tokenizer (default {d.vocab_size})")
+                   help="bpe: vocabulary size (default 512); word: keep the N - 1 most frequent "
+                   "words and <unk> (default: every word)")
     g.add_argument("--val-data", metavar="PATH",
                    help="UTF-8 text file to validate on (default: the last "
                    f"{d.val_fraction:.0%} of the corpus)")

@@ -79,7 +79,8 @@ class TrainConfig:
     # data
     data: str = None               # path of a UTF-8 text file; None = the built-in corpus
     tokenizer: str = "char"        # 'char' | 'word' | 'bpe'
-    vocab_size: int = 512          # for 'bpe' only: 256 bytes + merges
+    vocab_size: int = None         # bpe: 256 bytes + merges (default 512); word: the most
+                                   # frequent vocab_size - 1 words and <unk> (default: all)
     val_fraction: float = 0.1      # the last 10% of the tokens validate (without val_data)
     val_data: str = None           # a separate UTF-8 validation file
     train_fraction: float = 1.0    # train on the first part of the training tokens
@@ -124,7 +125,11 @@ class TrainConfig:
         def is_number(value):
             return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-        for name in ("steps", "batch_size", "eval_every", "eval_iters", "vocab_size"):
+        if self.vocab_size is not None:
+            check(isinstance(self.vocab_size, int) and not isinstance(self.vocab_size, bool)
+                  and self.vocab_size >= 2, f"vocab_size={self.vocab_size!r} must be an integer "
+                  ">= 2 (or null: the tokenizer's default)")
+        for name in ("steps", "batch_size", "eval_every", "eval_iters"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                   f"{name}={value!r} must be a positive integer")
@@ -208,9 +213,20 @@ def _sha256(text):
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
+def _tokenizer_options(cfg):
+    """The options of ``build_tokenizer`` for the run's tokenizer."""
+    if cfg.tokenizer == "bpe":
+        return {"vocab_size": cfg.vocab_size or 512}
+    if cfg.tokenizer == "word" and cfg.vocab_size is not None:
+        return {"max_size": cfg.vocab_size}
+    return {}
+
+
 def _tokenizer_spec(cfg):
     """What decides the tokenizer a run trains (the cache key besides the text)."""
-    return {"kind": cfg.tokenizer, "vocab_size": cfg.vocab_size if cfg.tokenizer == "bpe" else None}
+    options = _tokenizer_options(cfg)
+    return {"kind": cfg.tokenizer,
+            "vocab_size": options.get("vocab_size", options.get("max_size"))}
 
 
 def _source_name(path):
@@ -243,9 +259,10 @@ def _encode_cached(cfg, text, tokenizer=None, log=None):
             log(f"data: {source}: {len(cached_ids):,} tokens (cached in {tokens_path})")
             return (tokenizer or cached_tok), cached_ids, info, None
     if tokenizer is None:
+        options = _tokenizer_options(cfg)
         if cfg.tokenizer == "bpe":
-            log(f"data: training a byte-level BPE tokenizer with {cfg.vocab_size} tokens ...")
-        options = {"vocab_size": cfg.vocab_size} if cfg.tokenizer == "bpe" else {}
+            log(f"data: training a byte-level BPE tokenizer with {options['vocab_size']} tokens "
+                "...")
         tokenizer = build_tokenizer(cfg.tokenizer, text, **options)
     try:
         ids = encode_corpus(text, tokenizer)

@@ -284,16 +284,25 @@ class WordTokenizer(Tokenizer):
         self._stoi = {t: i for i, t in enumerate(tokens)}
 
     @classmethod
-    def train(cls, text: str, min_count: int = 1, unk_token: str = "<unk>") -> "WordTokenizer":
+    def train(cls, text: str, min_count: int = 1, unk_token: str = "<unk>",
+              max_size: int | None = None) -> "WordTokenizer":
+        """The tokens seen at least ``min_count`` times, most frequent first; ``max_size`` keeps
+        only the ``max_size - 1`` most frequent (the unknown token is the last id)."""
         _check_text("WordTokenizer.train", text)
         if not text:
             raise ValueError("WordTokenizer.train: the training text is empty")
         if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
             raise ValueError(f"WordTokenizer.train: min_count must be an int >= 1, got {min_count!r}")
+        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int)
+                                     or max_size < 2):
+            raise ValueError(f"WordTokenizer.train: max_size must be None or an int >= 2 (the "
+                             f"unknown token and one word), got {max_size!r}")
         counts = Counter(split_words(text))
         # A text token equal to the unknown string simply shares id 0 (round trips stay exact).
         counts.pop(unk_token, None)
         kept = sorted((t for t, n in counts.items() if n >= min_count), key=lambda t: (-counts[t], t))
+        if max_size is not None:
+            kept = kept[:max_size - 1]
         return cls([unk_token] + kept, unk_token=unk_token)
 
     @property
@@ -554,7 +563,7 @@ _KINDS: dict[str, type[Tokenizer]] = {
 def build_tokenizer(kind: str, text: str, **options) -> Tokenizer:
     """Train a tokenizer of ``kind`` ('char' | 'word' | 'bpe') on ``text``.
 
-    Options go to the class's ``train``: ``min_count``, ``unk_token`` for 'word';
+    Options go to the class's ``train``: ``min_count``, ``unk_token``, ``max_size`` for 'word';
     ``vocab_size`` (default 512), ``min_frequency``, ``pattern`` for 'bpe'.
     """
     cls = _KINDS.get(kind)
