@@ -72,7 +72,8 @@ Fused kernels (forward/backward pairs; the NumPy versions in ``backend/reference
   ``delta_rule_chunked_forward/backward``: token recurrences and chunked matrix forms
 - SAFU (reference/safu.py): ``safu_block_attention_forward/backward`` (cached comparisons),
   ``safu_block_attention_uncached``, ``safu_score_table``, ``safu_block_scores_from_table``,
-  ``safu_running_mean_forward/backward``
+  ``safu_running_mean_forward/backward``, ``safu_contexts_forward/backward`` (the block,
+  radial and document contexts ``z = [h; r; d]`` in one call each way)
 
 Each fused pair has its NumPy reference in ``backend/reference`` and a kernel in every backend
 (on the CPU the chunked fast-weight forms are the NumPy ones: their work is BLAS matmuls).
@@ -106,6 +107,7 @@ FUSED = CORE_FUSED + (
     "safu_block_attention_forward", "safu_block_attention_backward",
     "safu_block_attention_uncached", "safu_score_table", "safu_block_scores_from_table",
     "safu_running_mean_forward", "safu_running_mean_backward",
+    "safu_contexts_forward", "safu_contexts_backward",
 )
 
 #: every name a complete backend must define; tests check each backend against it.

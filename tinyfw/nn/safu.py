@@ -35,7 +35,7 @@ import numpy as np
 from ..autograd import no_grad
 from ..ops import nn as N
 from ..ops.linalg import matmul
-from ..ops.safu import radial_context, running_mean, safu_block_attention
+from ..ops.safu import safu_contexts as safu_contexts_op
 from ..ops.shape import cat, index
 from ..tensor import Tensor, tensor, zeros
 from . import init
@@ -96,28 +96,12 @@ def safu_contexts(x, w_a, block, radial, use_document, state=None, scale=1.0,
     past = None if state is None else state["past"]
     if past is not None and (past.shape[0] != B or past.shape[2] != D):
         raise ValueError(f"SAFU: the state's past inputs {past.shape} do not match x {x.shape}")
-    parts, a = [], None
-    if block:
-        xs = x
-        if past is not None and block > 1 and past.shape[1]:
-            keep = min(block - 1, past.shape[1])
-            xs = cat([index(past, (slice(None), slice(past.shape[1] - keep, None))), x], dim=1)
-        q = matmul(xs, w_a)                               # cached comparisons: once per position
-        if scale != 1.0:
-            q = q * scale
-        h, a = safu_block_attention(xs, q, block)
-        offset = xs.shape[1] - L
-        if offset:
-            h = index(h, (slice(None), slice(offset, None)))
-            a = index(a, (slice(None), slice(offset, None)))
-        parts.append(h)
-    if radial:
-        parts.append(radial_context(x, radial, past))
-    if use_document:
-        prev_sum = None if state is None else state["sum"]
-        prev_count = 0 if state is None else state["count"]
-        parts.append(running_mean(x, prev_sum, prev_count))
-    z = parts[0] if len(parts) == 1 else cat(parts, dim=-1)
+    # one op: q = x W_A (the cached comparisons, once per position) and z = [h; r; d] in one
+    # kernel each way (ops/safu.py); the same numbers as the pieces safu_block_attention,
+    # radial_context and running_mean put together with cat
+    z, a = safu_contexts_op(x, w_a, block, radial, use_document, scale, past=past,
+                            prev_sum=None if state is None else state["sum"],
+                            prev_count=0 if state is None else state["count"])
 
     keep = max(block, radial) - 1
     new_state = None

@@ -9,15 +9,41 @@ two race-free passes: pass 1 (parallel over positions t) computes the score grad
 Both are O(L * block * D). Scores and sums are accumulated in float64 and stored in the inputs'
 dtype.
 
-The running mean of the document context stays the NumPy reference (``np.cumsum`` is already
-one vectorised pass).
+The running mean of the document context alone stays the NumPy reference (``np.cumsum`` is
+already one vectorised pass).
+
+The three contexts in one call each way (``safu_contexts_forward/backward``, what ``SAFUMixer``
+and ``SAFU`` run): one pass over the positions of a sequence writes each row of
+``z = [h; r; d]`` where it lies (the block attention, the R shifted copies and the running mean),
+and one pass back gathers the gradient of x from the three column groups of ``dz``, so neither
+direction builds the pieces of z or their gradients as separate arrays. A sequence (batch row)
+is the unit of work: the running mean runs along it. The backward scatters ``a_tk dh_t +
+scale ds_tk q_t`` into ``dx_{t-k}`` within its own row, so rows never share memory. Small calls
+run on the calling thread, mid-size ones are split by rows with helper threads
+(``helper_threads.py``), large ones go to Numba's pool (``CONTEXTS_SPLIT_MIN_WORK``,
+``CONTEXTS_PARALLEL_MIN_WORK``). Dot products are summed in the inputs' dtype under ``fastmath``
+reassociation (SIMD sums), exp is ``fastmath.exp_of_dtype`` (vectorised for float32); the
+softmax denominators and the running sums are float64.
 """
 import numpy as np
 from numba import njit, prange
 
-from ..reference.safu import check_block_inputs
+from ..reference.safu import check_block_inputs, check_contexts_inputs
+from .fastmath import exp_of_dtype as _exp
+from .helper_threads import n_parts, run_split
 
-__all__ = ["safu_block_attention_forward", "safu_block_attention_backward"]
+__all__ = ["safu_block_attention_forward", "safu_block_attention_backward",
+           "safu_contexts_forward", "safu_contexts_backward"]
+
+# Reassociation/contraction for SIMD sums; not 'nnan'/'ninf', so inf and NaN still behave.
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+# Work (multiply-adds and copied elements, ``_contexts_work``) from which a contexts call is split
+# by rows between the calling thread and helper threads, and from which it runs in Numba's pool.
+# The W2 model's call (12 x 64 positions, D = 128, block 8, radial 2) is ~1.2M: split in two on
+# 2 cores. W10's longest (4 x 4096 positions) runs in the pool.
+CONTEXTS_SPLIT_MIN_WORK = 1 << 19
+CONTEXTS_PARALLEL_MIN_WORK = 1 << 24
 
 
 @njit(cache=True, parallel=True)
@@ -121,3 +147,203 @@ def safu_block_attention_backward(dh, da, x, q, a, block):
     dx = np.empty_like(x)
     _block_attention_backward_kernel(dh, da, has_da, x, q, a, block, ds, dq, dx)
     return dx, dq
+
+
+# ------------------------------------------------------------------ the three contexts at once
+@njit(inline="always", fastmath=_FASTMATH)
+def _dot(u, x, b, i, j, D):
+    """``u[b, i] . x[b, j]`` summed in the arrays' dtype (float32 SIMD lanes are twice as many;
+    the reference's einsum sums in the dtype too)."""
+    acc = u[b, i, 0] * x[b, j, 0]
+    for d in range(1, D):
+        acc += u[b, i, d] * x[b, j, d]
+    return acc
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _contexts_forward_rows(x, q, start, block, radial, use_document, scale, prev_sum, has_prev,
+                           prev_count, z, a, b0, b1):
+    """Rows b0..b1-1 of z (B, L, d_z) and a (B, L, block) from x (B, S, D), q (B, L, D)."""
+    S, D = x.shape[1], x.shape[2]
+    L = S - start
+    col_radial = D if block > 0 else 0
+    col_document = col_radial + radial * D
+    w = np.empty(max(block, 1), dtype=x.dtype)        # scores, then unnormalised weights
+    total = np.empty(D, dtype=np.float64)
+    for b in range(b0, b1):
+        for d in range(D):
+            total[d] = prev_sum[b, d] if has_prev else 0.0
+        for i in range(L):
+            t = start + i
+            if block > 0:
+                n = min(block, t + 1)
+                for k in range(n):
+                    w[k] = scale * _dot(q, x, b, i, t - k, D)
+                top = w[0]
+                for k in range(1, n):
+                    top = max(top, w[k])
+                norm = 0.0
+                for k in range(n):
+                    w[k] = _exp(w[k] - top)       # <= 1; a vectorisable exp for float32
+                    norm += w[k]
+                for k in range(n):
+                    a[b, i, k] = w[k] / norm
+                for k in range(n, block):
+                    a[b, i, k] = 0.0
+                for d in range(D):
+                    z[b, i, d] = 0.0
+                for k in range(n):
+                    ak = a[b, i, k]
+                    for d in range(D):
+                        z[b, i, d] += ak * x[b, t - k, d]
+            for k in range(radial):
+                col = col_radial + k * D
+                if t - k >= 0:
+                    for d in range(D):
+                        z[b, i, col + d] = x[b, t - k, d]
+                else:
+                    for d in range(D):
+                        z[b, i, col + d] = 0.0
+            if use_document:
+                inv = 1.0 / (prev_count + i + 1)
+                for d in range(D):
+                    total[d] += x[b, t, d]
+                    z[b, i, col_document + d] = total[d] * inv
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _contexts_backward_rows(dz, da, has_da, x, q, a, start, block, radial, use_document, scale,
+                            prev_count, dx, dq, b0, b1):
+    """Rows b0..b1-1 of dx (B, S, D) and dq (B, L, D) from dz (B, L, d_z)."""
+    S, D = x.shape[1], x.shape[2]
+    L = S - start
+    col_radial = D if block > 0 else 0
+    col_document = col_radial + radial * D
+    g = np.empty(max(block, 1), dtype=np.float64)
+    ds = np.empty(max(block, 1), dtype=x.dtype)       # scale * ds, in the inputs' dtype
+    total = np.empty(D, dtype=np.float64)
+    for b in range(b0, b1):
+        for j in range(S):
+            for d in range(D):
+                dx[b, j, d] = 0.0
+        for i in range(L):
+            t = start + i
+            if block > 0:
+                n = min(block, t + 1)
+                mean = 0.0
+                for k in range(n):
+                    acc = _dot(dz, x, b, i, t - k, D) + 0.0
+                    if has_da:
+                        acc += da[b, i, k]
+                    g[k] = acc
+                    mean += a[b, i, k] * acc
+                for k in range(n):
+                    ds[k] = scale * (a[b, i, k] * (g[k] - mean))
+                for d in range(D):
+                    dq[b, i, d] = 0.0
+                for k in range(n):
+                    dsk = ds[k]
+                    ak = a[b, i, k]
+                    for d in range(D):
+                        dq[b, i, d] += dsk * x[b, t - k, d]
+                        dx[b, t - k, d] += ak * dz[b, i, d] + dsk * q[b, i, d]
+            for k in range(min(radial, t + 1)):
+                col = col_radial + k * D
+                for d in range(D):
+                    dx[b, t - k, d] += dz[b, i, col + d]
+        if use_document:
+            for d in range(D):
+                total[d] = 0.0
+            for i in range(L - 1, -1, -1):
+                inv = 1.0 / (prev_count + i + 1)
+                for d in range(D):
+                    total[d] += dz[b, i, col_document + d] * inv
+                    dx[b, start + i, d] += total[d]
+
+
+@njit(parallel=True, cache=True)
+def _parallel_contexts_forward(x, q, start, block, radial, use_document, scale, prev_sum,
+                               has_prev, prev_count, z, a):
+    for b in prange(x.shape[0]):
+        _contexts_forward_rows(x, q, start, block, radial, use_document, scale, prev_sum,
+                               has_prev, prev_count, z, a, b, b + 1)
+
+
+@njit(parallel=True, cache=True)
+def _parallel_contexts_backward(dz, da, has_da, x, q, a, start, block, radial, use_document,
+                                scale, prev_count, dx, dq):
+    for b in prange(x.shape[0]):
+        _contexts_backward_rows(dz, da, has_da, x, q, a, start, block, radial, use_document,
+                                scale, prev_count, dx, dq, b, b + 1)
+
+
+def _contexts_work(B, S, D, block, radial):
+    """Multiply-adds and copied elements of one direction, roughly."""
+    return B * S * D * (2 * block + radial + 1)
+
+
+def _run_rows(kernel, parallel_driver, args, B, work):
+    if B > 1 and work >= CONTEXTS_PARALLEL_MIN_WORK:
+        parallel_driver(*args)
+    else:
+        run_split(kernel, args, B, n_parts(B, work, CONTEXTS_SPLIT_MIN_WORK))
+
+
+def safu_contexts_forward(x, q, start, block, radial, use_document, scale=1.0, prev_sum=None,
+                          prev_count=0):
+    """x (B, S, D), q (B, S - start, D) or None -> ``(z (B, L, d_z), a (B, L, block) or None)``."""
+    start, block, radial, d_z = check_contexts_inputs("safu_contexts_forward", x, q, start,
+                                                      block, radial, use_document)
+    dt = x.dtype
+    x = np.ascontiguousarray(x)
+    B, S, D = x.shape
+    L = S - start
+    q = np.ascontiguousarray(q, dtype=dt) if block else np.zeros((1, 1, 1), dtype=dt)
+    has_prev = use_document and prev_sum is not None
+    if has_prev and tuple(prev_sum.shape) != (B, D):
+        raise ValueError(f"safu_contexts_forward: prev_sum must be (B, D) = {(B, D)}, got "
+                         f"{tuple(prev_sum.shape)}")
+    prev = (np.ascontiguousarray(prev_sum, dtype=np.float64) if has_prev
+            else np.zeros((1, 1), dtype=np.float64))
+    z = np.empty((B, L, d_z), dtype=dt)
+    a = np.empty((B, L, max(block, 1)), dtype=dt)
+    args = (x, q, start, block, radial, bool(use_document), float(scale), prev, has_prev,
+            int(prev_count), z, a)
+    _run_rows(_contexts_forward_rows, _parallel_contexts_forward, args, B,
+              _contexts_work(B, L, D, block, radial))
+    return z, (a if block else None)
+
+
+def safu_contexts_backward(dz, da, x, q, a, start, block, radial, use_document, scale=1.0,
+                           prev_count=0):
+    """-> ``(dx (B, S, D), dq (B, L, D) or None)``; ``da`` may be None."""
+    start, block, radial, d_z = check_contexts_inputs("safu_contexts_backward", x, q, start,
+                                                      block, radial, use_document)
+    dt = x.dtype
+    x = np.ascontiguousarray(x)
+    B, S, D = x.shape
+    L = S - start
+    if tuple(dz.shape) != (B, L, d_z):
+        raise ValueError(f"safu_contexts_backward: dz must be (B, L, d_z) = {(B, L, d_z)}, got "
+                         f"{tuple(dz.shape)}")
+    dz = np.ascontiguousarray(dz, dtype=dt)
+    if block:
+        if a is None or tuple(a.shape) != (B, L, block):
+            raise ValueError(f"safu_contexts_backward: a must be (B, L, block) = "
+                             f"{(B, L, block)}, got {None if a is None else tuple(a.shape)}")
+        if da is not None and tuple(da.shape) != (B, L, block):
+            raise ValueError(f"safu_contexts_backward: da must be (B, L, block) = "
+                             f"{(B, L, block)}, got {tuple(da.shape)}")
+        q = np.ascontiguousarray(q, dtype=dt)
+        a = np.ascontiguousarray(a, dtype=dt)
+    else:
+        q = a = np.zeros((1, 1, 1), dtype=dt)
+    has_da = block > 0 and da is not None
+    da = np.ascontiguousarray(da, dtype=dt) if has_da else np.zeros((1, 1, 1), dtype=dt)
+    dx = np.empty_like(x)
+    dq = np.empty((B, L, D), dtype=dt) if block else np.zeros((1, 1, 1), dtype=dt)
+    args = (dz, da, has_da, x, q, a, start, block, radial, bool(use_document), float(scale),
+            int(prev_count), dx, dq)
+    _run_rows(_contexts_backward_rows, _parallel_contexts_backward, args, B,
+              2 * _contexts_work(B, L, D, block, radial))
+    return dx, (dq if block else None)

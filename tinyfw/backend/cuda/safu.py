@@ -8,8 +8,16 @@ first computes, per position, the softmax gradient ``ds`` and ``dq``; a second k
 *gathers* ``dx_j = sum_k (a_{j+k,k} dh_{j+k} + ds_{j+k,k} q_{j+k})`` with one thread per element
 of ``dx`` -- a gather instead of a scatter, so no atomics and a fixed summation order.
 
+The three contexts at once (``safu_contexts_forward/backward``): one thread per position writes
+its row of ``z = [h; r; d]`` (the block attention as above and the R shifted copies), one thread
+per (sequence, feature) runs the running mean along the sequence into the document columns. Back:
+per position the score gradients and dq; one thread per element of dx gathers the block and
+radial terms from the positions whose windows hold it; one thread per (sequence, feature) adds
+the document context's reversed cumulative sum.
+
 Layout: ``x, q, h, dx, dq, dh: (B, L, D)``; ``a, da: (B, L, block)``, slot k of position t is
-position ``t - k``.
+position ``t - k``. The contexts functions take x with ``start`` rows of history first,
+``(B, S, D)``, S = start + L, and z ``(B, L, d_z)``.
 """
 import math
 
@@ -17,7 +25,7 @@ import numpy as np
 from numba import cuda
 
 from ..reference.core import check_float
-from ..reference.safu import check_block_inputs
+from ..reference.safu import check_block_inputs, check_contexts_inputs
 from .creation import zeros
 from .layout import transpose
 from .matmul import matmul
@@ -27,6 +35,7 @@ __all__ = [
     "safu_block_attention_forward", "safu_block_attention_backward",
     "safu_block_attention_uncached",
     "safu_running_mean_forward", "safu_running_mean_backward",
+    "safu_contexts_forward", "safu_contexts_backward",
     "safu_score_table", "safu_block_scores_from_table",
 ]
 
@@ -136,6 +145,119 @@ def running_mean_kernel(backward):
 
 
 @kernel_factory
+def contexts_forward_kernel():
+    """Per position (b, i), t = start + i: a[b, i, :] and h_t into z's first D columns (when
+    block > 0), then the radial copies x_{t-k} (zeros before the start)."""
+    def kernel(z, a, x, q, batch, length, start, dim, block, radial, d_z, scale):
+        seq = start + length
+        for pos in range(cuda.grid(1), batch * length, cuda.gridsize(1)):
+            b = pos // length
+            t = start + pos % length
+            row = b * seq + t                  # x's row of position t
+            col = 0
+            if block > 0:
+                n = min(block, t + 1)
+                m = -math.inf
+                for k in range(n):
+                    m = max(m, scale * _dot(q, pos * dim, x, (row - k) * dim, dim))
+                total = 0.0
+                for k in range(n):
+                    total += math.exp(scale * _dot(q, pos * dim, x, (row - k) * dim, dim) - m)
+                for k in range(block):
+                    if k < n:
+                        a[pos * block + k] = math.exp(
+                            scale * _dot(q, pos * dim, x, (row - k) * dim, dim) - m) / total
+                    else:
+                        a[pos * block + k] = 0.0
+                for d in range(dim):
+                    acc = 0.0
+                    for k in range(n):
+                        acc += a[pos * block + k] * x[(row - k) * dim + d]
+                    z[pos * d_z + d] = acc
+                col = dim
+            for k in range(radial):
+                for d in range(dim):
+                    z[pos * d_z + col + d] = x[(row - k) * dim + d] if t - k >= 0 else 0.0
+                col += dim
+    return cuda.jit(kernel)
+
+
+@kernel_factory
+def contexts_document_kernel(backward):
+    """Per (b, d): forward, the running mean into z's column ``col + d``; backward, the reversed
+    cumulative sum of dz's column ``col + d`` over ``n0 + i + 1`` added to dx's row start + i."""
+    def kernel(out, src, prev_sum, has_prev, prev_count, batch, length, start, dim, d_z, col):
+        seq = start + length
+        for idx in range(cuda.grid(1), batch * dim, cuda.gridsize(1)):
+            b = idx // dim
+            d = idx % dim
+            acc = prev_sum[idx] * 1.0 if has_prev else 0.0
+            for step in range(length):
+                i = length - 1 - step if backward else step
+                if backward:
+                    acc += src[(b * length + i) * d_z + col + d] / (prev_count + i + 1)
+                    out[(b * seq + start + i) * dim + d] += acc
+                else:
+                    acc += src[(b * seq + start + i) * dim + d]
+                    out[(b * length + i) * d_z + col + d] = acc / (prev_count + i + 1)
+    return cuda.jit(kernel)
+
+
+@kernel_factory
+def contexts_grad_scores_kernel():
+    """Per position (b, i): g_k = dh_i . x_{t-k} (+ da), ds_k = scale a_k (g_k - sum a g) (stored
+    for the dx gather), dq_i = sum_k ds_k x_{t-k}; dh_i is dz's first D columns."""
+    def kernel(ds, dq, dz, da, has_da, x, a, batch, length, start, dim, block, d_z, scale):
+        seq = start + length
+        for pos in range(cuda.grid(1), batch * length, cuda.gridsize(1)):
+            b = pos // length
+            t = start + pos % length
+            row = b * seq + t
+            n = min(block, t + 1)
+            weighted = 0.0
+            for k in range(n):
+                g = _dot(dz, pos * d_z, x, (row - k) * dim, dim)
+                if has_da:
+                    g += da[pos * block + k]
+                ds[pos * block + k] = g
+                weighted += a[pos * block + k] * g
+            for k in range(block):
+                if k < n:
+                    ds[pos * block + k] = scale * a[pos * block + k] * (
+                        ds[pos * block + k] - weighted)
+                else:
+                    ds[pos * block + k] = 0.0
+            for d in range(dim):
+                acc = 0.0
+                for k in range(n):
+                    acc += ds[pos * block + k] * x[(row - k) * dim + d]
+                dq[pos * dim + d] = acc
+    return cuda.jit(kernel)
+
+
+@kernel_factory
+def contexts_grad_x_kernel():
+    """dx[b, j, d] = sum over the positions t = j + k (start <= t < S) whose windows hold j: the
+    block terms a_tk dh_t + ds_tk q_t (k < block) and the radial terms dz_t[slot k] (k < R)."""
+    def kernel(dx, a, ds, dz, q, batch, length, start, dim, block, radial, d_z):
+        seq = start + length
+        for idx in range(cuda.grid(1), batch * seq * dim, cuda.gridsize(1)):
+            d = idx % dim
+            j = (idx // dim) % seq
+            b = idx // (dim * seq)
+            acc = 0.0
+            for k in range(max(0, start - j), min(block, seq - j)):
+                pos = b * length + j + k - start
+                acc += a[pos * block + k] * dz[pos * d_z + d] + ds[pos * block + k] * q[pos * dim + d]
+            col = dim if block > 0 else 0
+            for k in range(max(0, start - j), min(radial, seq - j)):
+                pos = b * length + j + k - start
+                acc += dz[pos * d_z + col + k * dim + d]
+            dx[idx] = acc
+    return cuda.jit(kernel)
+
+
+@kernel_factory
 def scores_from_table_kernel():
     """s[b, t, k] = table[ids[b, t], ids[b, t - k]], -inf before the start; bad ids flag error."""
     def kernel(s, ids, table, vocab, batch, length, block, error):
@@ -233,6 +355,78 @@ def safu_running_mean_forward(x, prev_sum=None, prev_count=0):
 def safu_running_mean_backward(dd, prev_count=0):
     """dd (B, L, D) -> dx (B, L, D)."""
     return _running_mean("safu_running_mean_backward", True, dd, None, prev_count)
+
+
+def safu_contexts_forward(x, q, start, block, radial, use_document, scale=1.0, prev_sum=None,
+                          prev_count=0):
+    """x (B, S, D), q (B, S - start, D) or None -> (z (B, L, d_z), a (B, L, block) or None)."""
+    op = "safu_contexts_forward"
+    x = device_array(x, op)
+    q = device_array(q, op) if block else None
+    start, block, radial, d_z = check_contexts_inputs(op, x, q, start, block, radial,
+                                                      use_document)
+    B, S, D = tuple(x.shape)
+    L = S - start
+    has_prev = bool(use_document) and prev_sum is not None
+    if has_prev:
+        prev_sum = device_array(prev_sum, op)
+        check_float(op, x=x, prev_sum=prev_sum)
+        if tuple(prev_sum.shape) != (B, D):
+            raise ValueError(f"{op}: prev_sum must be (B, D) = {(B, D)}, "
+                             f"got {tuple(prev_sum.shape)}")
+    else:
+        prev_sum = empty((1,), x.dtype)
+    z = empty((B, L, d_z), x.dtype)
+    a = empty((B, L, block), x.dtype) if block else empty((1,), x.dtype)
+    qf = flat(q) if block else empty((1,), x.dtype)
+    if B * L and (block or radial):
+        launch_1d(contexts_forward_kernel(), B * L, flat(z), flat(a), flat(x), qf, B, L, start,
+                  D, block, radial, d_z, float(scale))
+    if B * L and use_document:
+        launch_1d(contexts_document_kernel(False), B * D, flat(z), flat(x), flat(prev_sum),
+                  has_prev, int(prev_count), B, L, start, D, d_z, d_z - D)
+    return z, (a if block else None)
+
+
+def safu_contexts_backward(dz, da, x, q, a, start, block, radial, use_document, scale=1.0,
+                           prev_count=0):
+    """-> (dx (B, S, D), dq (B, L, D) or None); ``da`` may be None."""
+    op = "safu_contexts_backward"
+    x, dz = device_array(x, op), device_array(dz, op)
+    q = device_array(q, op) if block else None
+    start, block, radial, d_z = check_contexts_inputs(op, x, q, start, block, radial,
+                                                      use_document)
+    B, S, D = tuple(x.shape)
+    L = S - start
+    check_float(op, x=x, dz=dz)
+    if tuple(dz.shape) != (B, L, d_z):
+        raise ValueError(f"{op}: dz must be (B, L, d_z) = {(B, L, d_z)}, got {tuple(dz.shape)}")
+    dtype = x.dtype
+    has_da = bool(block) and da is not None
+    if block:
+        a = device_array(a, op)
+        if tuple(a.shape) != (B, L, block) or (has_da and tuple(da.shape) != (B, L, block)):
+            raise ValueError(f"{op}: a and da must be (B, L, block) = {(B, L, block)}, got a "
+                             f"{tuple(a.shape)}" + (f" and da {tuple(da.shape)}" if has_da else ""))
+        da = device_array(da, op) if has_da else empty((1,), dtype)
+        check_float(op, x=x, a=a, da=da)
+        ds, dq = empty((B, L, block), dtype), empty((B, L, D), dtype)
+        if B * L:
+            launch_1d(contexts_grad_scores_kernel(), B * L, flat(ds), flat(dq), flat(dz),
+                      flat(da), has_da, flat(x), flat(a), B, L, start, D, block, d_z,
+                      float(scale))
+        qf, af, dsf = flat(q), flat(a), flat(ds)
+    else:
+        dq = None
+        qf = af = dsf = empty((1,), dtype)
+    dx = empty((B, S, D), dtype)
+    if B * S * D:
+        launch_1d(contexts_grad_x_kernel(), B * S * D, flat(dx), af, dsf, flat(dz), qf, B, L,
+                  start, D, block, radial, d_z)
+    if B * L and use_document:
+        launch_1d(contexts_document_kernel(True), B * D, flat(dx), flat(dz), empty((1,), dtype),
+                  False, int(prev_count), B, L, start, D, d_z, d_z - D)
+    return dx, dq
 
 
 def safu_score_table(vectors, w_a):

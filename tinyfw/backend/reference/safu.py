@@ -25,6 +25,12 @@ The document context is the running mean ``d_t = (S0 + sum_{j <= t} x_j) / (n0 +
 (``S0``, ``n0``: the sum and count carried over from earlier chunks of the same sequence, zero
 for a fresh one): O(D) per step.
 
+The three contexts together (``safu_contexts_forward/backward``): ``z_t = [h_t; r_t; d_t]`` with the
+radial context ``r_t = [x_t; x_{t-1}; ...; x_{t-R+1}]`` (zeros before the start), in one call
+each way. The inputs may begin with ``start`` positions of history (the end of the previous
+chunk, a constant): their rows are read by the windows of the block and radial contexts, but
+get no context of their own.
+
 Every function returns arrays of the inputs' dtype (float32 or float64).
 """
 import numpy as np
@@ -35,6 +41,7 @@ __all__ = [
     "safu_block_attention_forward", "safu_block_attention_backward",
     "safu_block_attention_uncached",
     "safu_running_mean_forward", "safu_running_mean_backward",
+    "safu_contexts_forward", "safu_contexts_backward",
     "safu_score_table", "safu_block_scores_from_table",
 ]
 
@@ -170,6 +177,98 @@ def safu_running_mean_backward(dd, prev_count=0):
     counts = prev_count + np.arange(1, dd.shape[1] + 1, dtype=dd.dtype)
     scaled = dd / counts[None, :, None]
     return np.flip(np.cumsum(np.flip(scaled, axis=1), axis=1), axis=1).astype(dd.dtype)
+
+
+def check_contexts_inputs(op, x, q, start, block, radial, use_document):
+    """Shared validation of ``safu_contexts_forward/backward``; returns ``(start, block, radial,
+    d_z)`` as ints."""
+    check_float(op, x=x)
+    if x.ndim != 3:
+        raise ValueError(f"{op}: x must be (batch, history + length, dim), got {tuple(x.shape)}")
+    for name, value, low in (("start", start, 0), ("block", block, 0), ("radial", radial, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{op}: {name} must be an int >= {low}, got {value!r}")
+    B, S, D = x.shape
+    if start > S:
+        raise ValueError(f"{op}: start={start} is past the end of x {tuple(x.shape)}")
+    if block:
+        if q is None:
+            raise ValueError(f"{op}: block={block} needs the cached comparisons q")
+        check_float(op, x=x, q=q)
+        if tuple(q.shape) != (B, S - start, D):
+            raise ValueError(f"{op}: q must be (B, L, D) = {(B, S - start, D)} for x "
+                             f"{tuple(x.shape)} and start={start}, got {tuple(q.shape)}")
+    parts = (1 if block else 0) + radial + (1 if use_document else 0)
+    if parts == 0:
+        raise ValueError(f"{op}: block=0, radial=0 and use_document=False leave no context")
+    return int(start), int(block), int(radial), parts * D
+
+
+def safu_contexts_forward(x, q, start, block, radial, use_document, scale=1.0, prev_sum=None,
+                          prev_count=0):
+    """``z = [h; r; d]`` for the positions ``start..S-1`` of x.
+
+    x: (B, S, D), the ``start`` rows of history then the L = S - start new inputs; q: (B, L, D)
+    = ``x[:, start:] @ W_A`` (unscaled; the scores are ``scale * q_t . x_j``), None when
+    block = 0; block, radial: window sizes (0: context left out); use_document: include the
+    running mean (``prev_sum`` (B, D) or None, ``prev_count``: the sum and count of the inputs
+    before x's new ones). Returns ``z (B, L, d_z)`` with ``d_z = (block > 0) + radial +
+    use_document`` times D, and ``a (B, L, block)`` (None when block = 0).
+    """
+    start, block, radial, _ = check_contexts_inputs("safu_contexts_forward", x, q, start, block,
+                                                    radial, use_document)
+    B, S, D = x.shape
+    parts, a = [], None
+    if block:
+        q_all = np.zeros_like(x)       # the history positions' rows are computed and dropped
+        q_all[:, start:] = q * x.dtype.type(scale)
+        h, a = safu_block_attention_forward(x, q_all, block)
+        parts.append(h[:, start:])
+        a = np.ascontiguousarray(a[:, start:])
+    for k in range(radial):
+        parts.append(_shifted(x, k)[:, start:])
+    if use_document:
+        parts.append(safu_running_mean_forward(x[:, start:], prev_sum, prev_count))
+    z = np.concatenate(parts, axis=-1) if parts else np.zeros((B, S - start, 0), x.dtype)
+    return z, a
+
+
+def safu_contexts_backward(dz, da, x, q, a, start, block, radial, use_document, scale=1.0,
+                           prev_count=0):
+    """Gradients of ``safu_contexts_forward``: ``(dx (B, S, D), dq (B, L, D) or None)``.
+
+    dz: (B, L, d_z); da: (B, L, block) or None; x, q, a as in and from the forward. ``dx``
+    covers the history rows too (the caller drops them when the history is a constant).
+    """
+    start, block, radial, d_z = check_contexts_inputs("safu_contexts_backward", x, q, start,
+                                                      block, radial, use_document)
+    B, S, D = x.shape
+    L = S - start
+    if tuple(dz.shape) != (B, L, d_z):
+        raise ValueError(f"safu_contexts_backward: dz must be (B, L, d_z) = {(B, L, d_z)}, got "
+                         f"{tuple(dz.shape)}")
+    dx = np.zeros_like(x)
+    dq = None
+    col = 0
+    if block:
+        if a is None or tuple(a.shape) != (B, L, block):
+            raise ValueError(f"safu_contexts_backward: a must be (B, L, block) = {(B, L, block)}")
+        pad = ((0, 0), (start, 0), (0, 0))
+        q_all = np.pad(q * x.dtype.type(scale), pad)
+        dh_all = np.pad(dz[:, :, :D].astype(x.dtype), pad)
+        a_all = np.pad(a.astype(x.dtype), pad)
+        da_all = None if da is None else np.pad(da.astype(x.dtype), pad)
+        dx, dq_all = safu_block_attention_backward(dh_all, da_all, x, q_all, a_all, block)
+        dq = (dq_all[:, start:] * x.dtype.type(scale)).astype(x.dtype)
+        col = D
+    for k in range(radial):
+        dr = dz[:, :, col:col + D]
+        if k < S:     # r_t's slot k is x_{t-k}: its gradient goes back k positions
+            dx[:, max(0, start - k):S - k] += dr[:, max(0, k - start):]
+        col += D
+    if use_document:
+        dx[:, start:] += safu_running_mean_backward(dz[:, :, col:col + D], prev_count)
+    return dx, dq
 
 
 def safu_score_table(vectors, w_a):
