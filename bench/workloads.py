@@ -1,4 +1,4 @@
-"""The standard workloads W1-W9 of ``design/BENCH.md``.
+"""The standard workloads W1-W9 of ``design/BENCH.md``, and W10 (SAFU scaling, issue 14).
 
 Every workload is a function ``w(ctx)`` that measures its cases with ``ctx.compare`` and returns
 result rows. A case has up to three implementations, timed side by side:
@@ -735,6 +735,113 @@ def w9(ctx):
     return rows
 
 
+# ----------------------------------------------------------------------------------------- W10
+# The two mixers of W2 alone at W3/W4's shapes (B=4, D=256, 4 heads), the SAFU mixer with the
+# options the W2 model uses (its defaults: block 8, radial 2, the document context).
+W10_BATCH, W10_WIDTH, W10_HEADS = 4, 256, 4
+W10_MIXERS = ("safu", "softmax")
+# The softmax reference (dense (L, L) scores in NumPy) is timed up to this length: at 4096 one
+# call takes tens of seconds and the case at least seven calls.
+W10_SOFTMAX_REFERENCE_MAX_L = 1024
+
+
+def w10_inputs(L, B=W10_BATCH, D=W10_WIDTH, seed=0):
+    rng = np.random.default_rng(seed)
+    return {n: rng.standard_normal((B, L, D)).astype(np.float32) for n in ("x", "dy")}
+
+
+def tinyfw_mixer_step(kind, arrays, device="cpu"):
+    """Forward + backward of one mixer module (its parameters' and the input's gradients)."""
+    fw = _fw()
+    fw.manual_seed(0)
+    if kind == "safu":
+        from tinyfw.nn.safu import SAFUMixer
+        module = SAFUMixer(W10_WIDTH)
+    else:
+        from tinyfw.nn.attention import CausalSelfAttention
+        module = CausalSelfAttention(W10_WIDTH, W10_HEADS)
+    if device != "cpu":
+        module = module.to(device)
+    x = _leaf(arrays["x"], device)
+    dy = _const(arrays["dy"], device)
+    params = list(module.parameters())
+
+    def step():
+        x.grad = None
+        for p in params:
+            p.grad = None
+        module(x).backward(dy)
+    return step
+
+
+def torch_mixer_step(tp, arrays, device="cpu"):
+    """PyTorch's causal self-attention module (``torch_peers.CausalSelfAttention``, SDPA)."""
+    import torch
+    dev = tp._device(device)
+    torch.manual_seed(0)
+    module = tp.CausalSelfAttention(W10_WIDTH, W10_HEADS).to(dev)
+    x = torch.from_numpy(arrays["x"]).to(dev).requires_grad_(True)
+    dy = torch.from_numpy(arrays["dy"]).to(dev)
+
+    def step():
+        x.grad = None
+        module.zero_grad(set_to_none=True)
+        module(x).backward(dy)
+    return step
+
+
+def w10(ctx):
+    """SAFU scaling: the SAFU mixer against causal softmax self-attention, forward + backward,
+    L in {64, 256, 1024, 4096}: linear against quadratic in the sequence length."""
+    lengths = (64, 128, 256) if ctx.quick else (64, 256, 1024, 4096)
+    rows, previous = [], {}
+    by_length = {}
+    for L in lengths:
+        a = w10_inputs(L)
+        for kind in W10_MIXERS:
+            reference = ctx.reference_builder(lambda kind=kind, a=a: tinyfw_mixer_step(kind, a))
+            if kind == "softmax":
+                # The reference materialises the (L, L) scores per head several times over.
+                need = 6 * W10_BATCH * W10_HEADS * L * L * 4
+                avail = _available_memory()
+                if ctx.use_reference and avail is not None and need > 0.4 * avail:
+                    reference = (f"skipped: needs about {need / 2**30:.1f} GiB, "
+                                 f"{avail / 2**30:.1f} GiB available")
+                elif ctx.use_reference and L > W10_SOFTMAX_REFERENCE_MAX_L:
+                    reference = (f"skipped: the dense NumPy reference takes minutes at L={L} "
+                                 f"(timed up to L={W10_SOFTMAX_REFERENCE_MAX_L}; W4 has it)")
+                torch_build = ctx.torch_builder(
+                    lambda a=a: torch_mixer_step(ctx.tp, a, ctx.device))
+                name = "causal softmax attention (qkv, SDPA, proj)"
+            else:
+                torch_build = "no PyTorch peer (SAFU is tinyfw's own layer)"
+                name = "SAFU mixer (block 8, radial 2, document)"
+            row = ctx.compare("W10", f"{name}, B={W10_BATCH}, D={W10_WIDTH}, L={L}", {
+                "tinyfw": lambda kind=kind, a=a: tinyfw_mixer_step(kind, a, ctx.device),
+                "reference": reference,
+                "torch": torch_build,
+            })
+            note_growth(row, previous.get(kind), L)
+            growth = [f"{n} x{row['metrics'][f'{n}_growth']:.1f}"
+                      for n in ("tinyfw", "reference", "torch")
+                      if f"{n}_growth" in row["metrics"]]
+            if growth:
+                row_note(row, f"growth for x{row['metrics']['length_factor']:.0f} L: "
+                         + ", ".join(growth))
+            previous[kind] = row
+            by_length.setdefault(L, {})[kind] = row
+            rows.append(row)
+        pair = by_length[L]
+        for n in ("tinyfw", "reference"):
+            if n in pair["safu"]["value"] and n in pair["softmax"]["value"]:
+                r = pair["safu"]["value"][n] / pair["softmax"]["value"][n]
+                pair["safu"]["metrics"][f"{n}_safu_over_softmax"] = r
+        if "tinyfw_safu_over_softmax" in pair["safu"]["metrics"]:
+            row_note(pair["safu"], "SAFU / softmax (tinyfw): "
+                     f"{pair['safu']['metrics']['tinyfw_safu_over_softmax']:.2f}")
+    return rows
+
+
 WORKLOADS = {
     "W1": ("GPT training step (nanoGPT small CPU config)", w1),
     "W2": ("the W1 model with each mixer", w2),
@@ -745,6 +852,7 @@ WORKLOADS = {
     "W7": ("Adam / AdamW step", w7),
     "W8": ("warm start vs one training epoch", w8),
     "W9": ("peak memory (RSS)", w9),
+    "W10": ("SAFU scaling: SAFU mixer vs softmax attention, fwd+bwd", w10),
 }
 
 __all__ = ["WORKLOADS", "Context", "NotAvailable", "GPT", "GPT_BATCH", "gpt_train_flops",
