@@ -54,7 +54,6 @@ Outputs (``--out``, default ``demos/results``): ``lights.json``, ``lights.md`` a
 seeds), each written atomically.
 """
 import argparse
-import copy
 import json
 import os
 import platform
@@ -435,13 +434,22 @@ def deployed_model(args, test):
 
 
 # ------------------------------------------------------------------------------------ output
-def fmt(stat, digits=3):
+def fmt(stat, digits=3, sign=""):
     if stat is None:
         return "-"
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+    return f"{stat['mean']:{sign}.{digits}f} ± {stat['std']:.{digits}f}"
 
 
-def markdown(args, summary, deployed, seconds, test_info):
+def paired_difference(runs, arm, n):
+    """Accuracy of ``arm`` minus random's on the same seed (same training set and batches)."""
+    by_seed = {r["seed"]: r["all"] for r in runs if r["arm"] == "random" and r["n_train"] == n}
+    diffs = [r["all"] - by_seed[r["seed"]] for r in runs
+             if r["arm"] == arm and r["n_train"] == n]
+    return {"stat": summarise(diffs), "ahead": sum(d > 0 for d in diffs),
+            "behind": sum(d < 0 for d in diffs)}
+
+
+def markdown(args, summary, runs, deployed, seconds, test_info):
     L = ["# Lights on little data (demos/lights.py)", ""]
     L.append(f"Command -> ON / OFF / NOTHING, held-out accuracy against the number of training "
              f"commands; {args.seeds} seeds per size (a seed draws the training stream, the "
@@ -476,6 +484,18 @@ def markdown(args, summary, deployed, seconds, test_info):
                 row += " |"
             L.append(row)
         L.append("")
+    L += ["## Paired differences (the same seed: the same training commands and batches)", "",
+          "Difference of held-out accuracy (all held-out commands) against random, mean ± std "
+          "over seeds, and the seeds where the warm arm is ahead / behind.", "",
+          "| training commands | warm - random | ahead / behind | warm+adam - random | "
+          "ahead / behind |", "|---:|---:|---:|---:|---:|"]
+    for n in args.sizes:
+        row = f"| {n} |"
+        for arm in ("warm", "warm+adam"):
+            d = paired_difference(runs, arm, n)
+            row += f" {fmt(d['stat'], sign='+')} | {d['ahead']} / {d['behind']} |"
+        L.append(row)
+    L.append("")
     steps = sorted({int(k) for arm in ("random", "warm+adam")
                     for k in summary[arm][str(args.sizes[0])]["curve"]})
     L += ["## Held-out accuracy against Adam steps (all held-out commands)", "",
@@ -609,14 +629,17 @@ def main(argv=None):
                  "seed": HELD_OUT_SEED}
     test_info["majority"] = max(test_info["labels"].values()) / len(test)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
+    paired = {arm: {str(n): paired_difference(runs, arm, n) for n in args.sizes}
+              for arm in ("warm", "warm+adam")}
     result = {"settings": settings, "arms": list(ARMS), "sizes": args.sizes,
-              "held_out": test_info, "summary": summary, "runs": runs,
+              "held_out": test_info, "summary": summary, "paired_vs_random": paired,
+              "runs": runs,
               "deployed_model": deployed, "seconds": seconds,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
     os.makedirs(args.out, exist_ok=True)
     atomic_write(os.path.join(args.out, "lights.json"),
                  lambda f: json.dump(result, f, indent=1), mode="w", encoding="utf-8")
-    text = markdown(args, summary, deployed, seconds, test_info)
+    text = markdown(args, summary, runs, deployed, seconds, test_info)
     atomic_write(os.path.join(args.out, "lights.md"), lambda f: f.write(text), mode="w",
                  encoding="utf-8")
     plot(args, summary, test_info["majority"], os.path.join(args.out, "lights.png"))
