@@ -5,7 +5,7 @@ Fast Weight Programmers", section 6.1: how many associations can one fast-weight
     python demos/capacity.py --setting 1 --models elu dpfp1 dpfp2 --keys 20 60 100 140
     python demos/capacity.py --full                # the paper's sweep (days on a CPU)
 
-The task (design/FAST_WEIGHTS.md). A vocabulary of S keys and S values.
+The task (docs/FAST_WEIGHTS.md). A vocabulary of S keys and S values.
   Setting 1: a sequence of L = S (key, value) pairs, every key exactly once (a random
     permutation) and the values a random bijection; then one query, a key of the sequence; the
     target is its value.

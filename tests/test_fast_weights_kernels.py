@@ -1,6 +1,6 @@
 """Backend-level tests of the fast-weight kernels (sum rule and delta rule).
 
-What defines correctness (design/FAST_WEIGHTS.md, "Tests that define correctness"), here at the
+What defines correctness (docs/FAST_WEIGHTS.md, "Tests that define correctness"), here at the
 level of raw arrays, before any Tensor is involved:
   1. recurrent == masked quadratic form (sum rule);
   2. chunked == recurrent (outputs, final states, residuals, all gradients), several chunk sizes,

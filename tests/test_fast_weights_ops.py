@@ -1,6 +1,6 @@
 """Tests of the fast-weight operations (``tinyfw/ops/fast_weights.py``, ``ops/feature_maps.py``).
 
-The list in design/FAST_WEIGHTS.md, at the level of Tensors: masked quadratic form, chunked ==
+The list in docs/FAST_WEIGHTS.md, at the level of Tensors: masked quadratic form, chunked ==
 recurrent with gradients, float64 gradchecks through every feature map with a loss that uses the
 final state, delta-rule invariants, causality, state carry-over; plus the feature maps' own facts
 and the refusals of bad input. (Kernel-level parity lives in test_fast_weights_kernels.py.)

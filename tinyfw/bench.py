@@ -1,6 +1,6 @@
 """``python -m tinyfw bench``: the entry to the benchmark suite, which lives in the repository's
 ``bench/`` directory (next to this package) so that installing tinyfw never installs PyTorch
-peers or benchmark code. See ``bench/README.md`` and ``design/BENCH.md``.
+peers or benchmark code. See ``bench/README.md`` and ``docs/BENCH.md``.
 """
 import os
 import sys

@@ -1,7 +1,7 @@
 """Fast-weight attention as a token mixer: linear transformers and the delta rule.
 
 Schlag, Irie & Schmidhuber, "Linear Transformers Are Secretly Fast Weight Programmers" (2021);
-formulas in ``design/FAST_WEIGHTS.md``. Per head h of width ``Dh = D / n_heads``:
+formulas in ``docs/FAST_WEIGHTS.md``. Per head h of width ``Dh = D / n_heads``:
 
     q, k, v = W_q x_t, W_k x_t, W_v x_t          (one fused projection D -> 3D)
     q, k    = phi(q), phi(k)                     (feature map: 'elu', 'dpfp' or 'favor')

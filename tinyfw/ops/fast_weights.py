@@ -1,7 +1,7 @@
 """Fast-weight (linear) attention: the sum rule and the delta rule as differentiable operations.
 
 The math and the kernels live in ``backend/reference/fast_weights.py`` (NumPy, the meaning) and
-``backend/cpu/fast_weights.py`` (Numba); ``design/FAST_WEIGHTS.md`` is the specification. Per
+``backend/cpu/fast_weights.py`` (Numba); ``docs/FAST_WEIGHTS.md`` is the specification. Per
 batch element and head, with q and k already feature-mapped:
 
     linear_attention  S_t = S_{t-1} + k_t v_t^T,  z_t = z_{t-1} + k_t,

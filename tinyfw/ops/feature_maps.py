@@ -2,7 +2,7 @@
 
 A feature map phi turns a query or key into a vector whose dot products stand in for the softmax
 kernel; its output size is the number of rows of the fast-weight matrix, and so its capacity
-(Schlag, Irie & Schmidhuber 2021; formulas in ``design/FAST_WEIGHTS.md``):
+(Schlag, Irie & Schmidhuber 2021; formulas in ``docs/FAST_WEIGHTS.md``):
 
 =================  ============================================================  =========
 map                formula                                                       out dim

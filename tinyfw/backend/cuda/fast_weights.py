@@ -1,5 +1,5 @@
 """Fast-weight (linear) attention, sum rule and delta rule, forward and backward (reference:
-backend/reference/fast_weights.py, which documents the math; design/FAST_WEIGHTS.md).
+backend/reference/fast_weights.py, which documents the math; docs/FAST_WEIGHTS.md).
 
 The GPU parallelism comes from the state's independent columns and rows. Per (batch, head), the
 state S is a (Dk, Dv) matrix and every update of both rules acts on one column j with data of

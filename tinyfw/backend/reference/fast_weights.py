@@ -1,6 +1,6 @@
 """NumPy reference for fast-weight (linear) attention: the sum rule and the delta rule.
 
-The formulas are in ``design/FAST_WEIGHTS.md`` (Schlag, Irie & Schmidhuber 2021; the chunked
+The formulas are in ``docs/FAST_WEIGHTS.md`` (Schlag, Irie & Schmidhuber 2021; the chunked
 delta rule follows Yang et al. 2024). Per batch element and head, with keys and queries already
 passed through a feature map:
 
