@@ -1,192 +1,210 @@
-"""Warm starts vs a cold start: validation perplexity against steps and against data size.
+"""Warm starts against cold starts, measured with ``tinyfw train`` itself: validation perplexity
+against steps, wall-clock and data size, over several seeds.
 
-    python demos/warm_start.py                                  # built-in corpus, SAFU model
-    python demos/warm_start.py --corpus shakespeare --model both --steps 600
-    python demos/warm_start.py --quick                           # a couple of minutes
+    python demos/warm_start.py                                  # built-in corpus, the full grid
+    python demos/warm_start.py --corpus shakespeare
+    python demos/warm_start.py --quick                          # a smoke run (a minute or two)
+    python demos/warm_start.py --report demos/results/warm_start_builtin.json   # tables again
 
-The same model is trained from several initialisations (``tinyfw.warmstart``):
+Every run is ``tinyfw.train.train(TrainConfig(...))``, the function behind ``tinyfw train``, on
+the same word-level tokens (``--tokenizer word --vocab-size``), so what is measured here is what a
+user gets from the command line:
 
-* ``random``          random token vectors and weights, then Adam (the cold start);
-* ``cipher``          bit-cipher token vectors, random weights, then Adam;
-* ``cooc``            [cipher; causal co-occurrence] token vectors, random weights, then Adam;
-* ``explicit``        cipher vectors and the explicit (closed-form) solutions, no backprop at all
-                      (flat in the steps plot: it is the step-0 value of the next one);
-* ``explicit+adam``   the explicit solutions, then Adam;
-* ``cooc-explicit+adam``  co-occurrence vectors, explicit solutions, then Adam.
+* models (``--models``): ``safu``, a ``SAFULanguageModel`` (one SAFU layer over token vectors),
+  and ``transformer``, a ``LanguageModel`` with softmax attention whose width is chosen so that
+  its parameter count is within 10% of the SAFU model's (the same parameter budget);
+* warm starts (``--inits``): ``random`` (the cold start), ``cipher``, ``cooc`` and ``explicit``
+  (``tinyfw train --init``);
+* data sizes (``--fractions``): the first 5%, 10%, 30% and 100% of the training tokens
+  (``--train-fraction``); the validation tokens are the same for every size;
+* seeds (``--seeds``): each (model, init, size) runs with every seed; tables give the mean and
+  the spread (sample standard deviation) over the seeds.
 
-Models (``--model``): ``safu`` is a one-layer ``SAFULanguageModel`` (block, radial and document
-contexts over the token vectors; the explicit training of ``explicit_training.py``); ``transformer``
-is a small ``LanguageModel`` (softmax attention) warm-started with ``init_language_model`` (the
-explicit output layer is the bigram solution projected on its features). In every Adam run the
-token vectors are trained too, so all runs train the same parameters from different starting
-points.
-
-Data: a word-level tokenisation (lower-cased words and punctuation; the ``--vocab`` - 1 most
-frequent training words, the rest mapped to ``<unk>``, id 0) of the built-in corpus
-(``tinyfw.data.builtin_corpus()``, Python's pydoc topics) or ``../shared/data/tinyshakespeare.txt``.
-The last 10% of the tokens is the validation set; the models are trained on the first 10%, 30%
-and 100% of the rest (``--fractions``). Validation perplexity is ``exp`` of the mean
-cross-entropy over all validation windows (``--val-tokens`` tokens).
-
-Writes ``OUT/results.json``, ``OUT/results.md`` (the tables) and, with matplotlib,
-``OUT/warm_start.png``.
+Each run evaluates before its first step and every ``--eval-every`` steps (``metrics.jsonl``).
+The tables report, per (model, init, size): the perplexity before training, the best validation
+perplexity over the evaluations (what early stopping keeps), the final one, and the wall-clock
+(warm start included) each run needs to reach the cold softmax transformer's final validation
+loss at the same size. Writes ``OUT.json``, ``OUT.md`` and ``OUT.png`` (matplotlib) where OUT is
+``--out`` (default ``demos/results/warm_start_<corpus>``); the run directories go to ``--work``.
 """
 import argparse
 import json
 import math
 import os
-import re
 import sys
 import time
-from collections import Counter
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tinyfw as fw  # noqa: E402
+from tinyfw.data.corpora import shared_data_path  # noqa: E402
 from tinyfw.fileio import atomic_write  # noqa: E402
-from tinyfw.nn.safu import SAFULanguageModel  # noqa: E402
-from tinyfw.warmstart.explicit_training import (evaluate_loss, fine_tune,  # noqa: E402
-                                                stream_windows)
-from tinyfw.warmstart.init import init_language_model  # noqa: E402
+from tinyfw.nn.model_kinds import build_model, model_settings  # noqa: E402
+from tinyfw.train import TrainConfig, read_metrics, train  # noqa: E402
+from tinyfw.warmstart.init import safu_input_width  # noqa: E402
 
-SAFU_METHODS = ["random", "cipher", "cooc", "explicit", "explicit+adam", "cooc-explicit+adam"]
-WORD = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
-
-
-# ------------------------------------------------------------------------------------ data
-def load_text(name):
-    if name == "builtin":
-        from tinyfw.data.corpora import builtin_corpus
-        return builtin_corpus()
-    if name == "shakespeare":
-        from tinyfw.data.corpora import read_text, shared_data_path
-        path = shared_data_path("tinyshakespeare.txt")
-        if path is None:
-            raise SystemExit("tinyshakespeare.txt not found in ../shared/data/")
-        return read_text(path)
-    from tinyfw.data.corpora import read_text
-    return read_text(name)
-
-
-def word_ids(text, vocab_size, val_fraction=0.1):
-    """(train ids, val ids, vocabulary): words of the text, vocabulary from the training part."""
-    words = WORD.findall(text.lower())
-    if not words:
-        raise SystemExit("the corpus has no words (empty corpus)")
-    n_val = int(len(words) * val_fraction)
-    train_words, val_words = words[:-n_val], words[-n_val:]
-    counts = Counter(train_words)
-    vocab = ["<unk>"] + [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-                         [:vocab_size - 1]]
-    index = {w: i for i, w in enumerate(vocab)}
-    encode = lambda ws: np.array([index.get(w, 0) for w in ws], dtype=np.int64)  # noqa: E731
-    return encode(train_words), encode(val_words), vocab
+INITS = ("random", "cipher", "cooc", "explicit")
+MODELS = ("safu", "transformer")
 
 
 # ------------------------------------------------------------------------------------ models
-def make_model(kind, vocab_size, args):
-    if kind == "safu":
-        return SAFULanguageModel(vocab_size, args.bits, n_layers=1, block=args.block,
-                                 radial=args.radial, use_document=True, hidden=None,
-                                 freeze_embedding=False)
-    from tinyfw.nn.models import LanguageModel, ModelConfig
-    return LanguageModel(ModelConfig(vocab_size=vocab_size, context_length=args.context,
-                                     n_layers=2, n_heads=4, d_model=args.d_model, mlp_ratio=4))
+def safu_settings(args):
+    return {"context_length": args.context, "d_in": args.d_in, "block": args.block,
+            "radial": args.radial, "n_layers": 1}
 
 
-def initialise(kind, model, method, train_ids, args):
-    """Apply one warm start; returns (report, whether Adam follows)."""
-    adam = method not in ("explicit",)
-    if method in ("random", "cipher", "cooc"):
-        return init_language_model(model, train_ids, method, window=args.window), adam
-    embedding = "cooc" if method.startswith("cooc") else "cipher"
-    if kind == "safu":
-        report = init_language_model(model, train_ids, "explicit", embedding=embedding,
-                                     window=args.window, rounds=args.rounds, eps=args.eps,
-                                     max_tokens=args.explicit_tokens)
-    else:
-        report = init_language_model(model, train_ids, "explicit", embedding=embedding,
-                                     window=args.window, max_tokens=args.explicit_tokens)
-    return report, adam
+def count_parameters(kind, settings, vocab_size):
+    return build_model(kind, model_settings(kind, settings), vocab_size).num_parameters()
 
 
-def run_one(kind, method, train_ids, val, args):
-    fw.manual_seed(args.seed)
-    V = args.vocab
-    model = make_model(kind, V, args)
-    start = time.time()
-    report, adam = initialise(kind, model, method, train_ids, args)
-    init_seconds = time.time() - start
-    X, T = stream_windows(train_ids, args.context)
-    Xv, Tv = val
-    evaluate = lambda m: evaluate_loss(m, Xv, Tv, batch_size=64)  # noqa: E731
-    start = time.time()
-    if adam:
-        history = fine_tune(model, X, T, steps=args.steps, batch_size=args.batch, lr=args.lr,
-                            eval_every=args.eval_every, eval_fn=evaluate, seed=args.seed)
-    else:
-        loss = evaluate(model)
-        history = {"steps": list(range(0, args.steps + 1, args.eval_every)),
-                   "eval": [loss] * len(range(0, args.steps + 1, args.eval_every))}
-    train_seconds = time.time() - start
-    return {"model": kind, "method": method, "train_tokens": int(len(train_ids)),
-            "steps": history["steps"], "val_ppl": [math.exp(v) for v in history["eval"]],
-            "init": {k: (float(v) if isinstance(v, (float, np.floating)) else v)
-                     for k, v in report.items()},
-            "init_seconds": init_seconds, "train_seconds": train_seconds,
-            "parameters": model.num_parameters()}
+def matched_transformer(args, vocab_size):
+    """Transformer settings whose parameter count is closest to the SAFU model's (the width is
+    a multiple of the head count)."""
+    safu = safu_settings(args)
+    safu["d_in"] = safu_input_width(vocab_size, "explicit", args.d_in)
+    target = count_parameters("safu", safu, vocab_size)
+    best = None
+    for width in range(args.n_heads * 2, 1024, args.n_heads):
+        settings = {"context_length": args.context, "n_layers": args.n_layers,
+                    "n_heads": args.n_heads, "d_model": width}
+        n = count_parameters("transformer", settings, vocab_size)
+        if best is None or abs(n - target) < abs(best[1] - target):
+            best = (settings, n)
+        if n > target:
+            break
+    return best[0], target, best[1]
 
 
-# ------------------------------------------------------------------------------------ report
-def tables(results, fractions):
+# -------------------------------------------------------------------------------------- runs
+def run_one(args, corpus, kind, model, init, fraction, seed):
+    """Train one configuration (or read the finished run from ``--work``); returns its record."""
+    name = f"{kind}-{init}-{fraction:g}-s{seed}"
+    out = os.path.join(args.work, name)
+    done = os.path.join(out, "run.json")
+    if os.path.exists(done) and not args.fresh:
+        with open(done, encoding="utf-8") as f:
+            return json.load(f)
+    cfg = TrainConfig(data=corpus, tokenizer="word", vocab_size=args.vocab_size, out=out,
+                      model_kind=kind, model=model, init=init, train_fraction=fraction,
+                      seed=seed, steps=args.steps, eval_every=args.eval_every,
+                      eval_iters=args.eval_iters, batch_size=args.batch_size,
+                      lr=args.lr if init == "random" else args.warm_lr,
+                      warmup=args.warmup if init == "random" else args.warm_warmup,
+                      eval_at_start=True, sample_tokens=0)
+    start = time.perf_counter()
+    result = train(cfg, quiet=True)
+    record = {"model": kind, "init": init, "fraction": fraction, "seed": seed,
+              "parameters": result["n_params"], "init_seconds": result["init_seconds"],
+              "wall_seconds": time.perf_counter() - start,
+              "train_tokens": int(read_metrics_meta(out)["train_tokens"]),
+              "metrics": read_metrics(result["metrics"])}
+    atomic_write(done, lambda f: json.dump(record, f), mode="w", encoding="utf-8")
+    return record
+
+
+def read_metrics_meta(out):
+    from tinyfw.checkpoint import load_checkpoint
+    return load_checkpoint(os.path.join(out, "ckpt.npz"))["data"]
+
+
+# ----------------------------------------------------------------------------------- summary
+def mean_spread(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+
+
+def summarise(results):
+    """Per (model, init, fraction): mean and spread over seeds of the start, best and final
+    perplexity, and the time to reach the cold transformer's final loss at that fraction."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["model"], r["init"], r["fraction"]), []).append(r)
+    targets = {}
+    for (model, init, fraction), runs in groups.items():
+        if model == "transformer" and init == "random":
+            targets[fraction] = float(np.mean([r["metrics"][-1]["val_loss"] for r in runs]))
+    rows = []
+    for (model, init, fraction), runs in sorted(groups.items(), key=lambda kv: (
+            MODELS.index(kv[0][0]), kv[0][2], INITS.index(kv[0][1]))):
+        val = [[m["val_loss"] for m in r["metrics"]] for r in runs]
+        target = targets.get(fraction)
+        reach = []
+        for r in runs:
+            hit = [m["elapsed_s"] for m in r["metrics"]
+                   if target is not None and m["val_loss"] <= target]
+            reach.append(hit[0] if hit else None)
+        rows.append({
+            "model": model, "init": init, "fraction": fraction, "seeds": len(runs),
+            "train_tokens": runs[0]["train_tokens"], "parameters": runs[0]["parameters"],
+            "start_ppl": mean_spread([math.exp(v[0]) for v in val]),
+            "best_ppl": mean_spread([math.exp(min(v)) for v in val]),
+            "final_ppl": mean_spread([math.exp(v[-1]) for v in val]),
+            "init_seconds": mean_spread([r["init_seconds"] for r in runs]),
+            "wall_seconds": mean_spread([r["metrics"][-1]["elapsed_s"] for r in runs]),
+            "target_loss": target,
+            "reached": sum(t is not None for t in reach),
+            "seconds_to_target": mean_spread(reach),
+        })
+    return rows
+
+
+def fmt(pair, digits=1):
+    mean, spread = pair
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
+
+
+def tables(rows, fractions):
     lines = []
-    for kind in sorted({r["model"] for r in results}):
-        rs = [r for r in results if r["model"] == kind]
-        methods = [m for m in SAFU_METHODS if any(r["method"] == m for r in rs)]
-        lines.append(f"\n### {kind}: validation perplexity vs steps\n")
-        for frac in fractions:
-            sub = [r for r in rs if r["fraction"] == frac]
-            if not sub:
+    for model in MODELS:
+        sub = [r for r in rows if r["model"] == model]
+        if not sub:
+            continue
+        lines.append(f"\n### {model} ({sub[0]['parameters']:,} parameters): best validation "
+                     "perplexity (mean ± spread over seeds)\n")
+        lines.append("| init | " + " | ".join(f"{f:.0%} ({next(r['train_tokens'] for r in sub if r['fraction'] == f):,} tokens)"
+                                                for f in fractions) + " |")
+        lines.append("|---" + "|---:" * len(fractions) + "|")
+        for init in INITS:
+            cells = [next((fmt(r["best_ppl"]) for r in sub
+                           if r["init"] == init and r["fraction"] == f), "-") for f in fractions]
+            if any(c != "-" for c in cells):
+                lines.append(f"| {init} | " + " | ".join(cells) + " |")
+        for title, key in (("before the first step", "start_ppl"),
+                           ("after the last step", "final_ppl")):
+            lines.append(f"\n{model}: validation perplexity {title}\n")
+            lines.append("| init | " + " | ".join(f"{f:.0%}" for f in fractions) + " |")
+            lines.append("|---" + "|---:" * len(fractions) + "|")
+            for init in INITS:
+                cells = [next((fmt(r[key]) for r in sub
+                               if r["init"] == init and r["fraction"] == f), "-")
+                         for f in fractions]
+                if any(c != "-" for c in cells):
+                    lines.append(f"| {init} | " + " | ".join(cells) + " |")
+        lines.append(f"\n{model}: wall-clock seconds (warm start included) to reach the cold "
+                     "softmax transformer's final validation loss; (k/n): runs that reached it\n")
+        lines.append("| init | warm-start seconds | " + " | ".join(f"{f:.0%}" for f in fractions)
+                     + " |")
+        lines.append("|---|---:" + "|---:" * len(fractions) + "|")
+        for init in INITS:
+            found = [r for r in sub if r["init"] == init]
+            if not found:
                 continue
-            steps = sub[0]["steps"]
-            lines.append(f"\n{int(frac * 100)}% of the training data "
-                         f"({sub[0]['train_tokens']} tokens)\n")
-            lines.append("| method | " + " | ".join(f"step {s}" for s in steps) + " |")
-            lines.append("|---" * (len(steps) + 1) + "|")
-            for m in methods:
-                r = next((r for r in sub if r["method"] == m), None)
-                if r:
-                    lines.append(f"| {m} | " + " | ".join(f"{p:.1f}" for p in r["val_ppl"])
-                                 + " |")
-        lines.append(f"\n### {kind}: final validation perplexity vs data size\n")
-        lines.append("| method | " + " | ".join(f"{int(f * 100)}%" for f in fractions) + " |")
-        lines.append("|---" * (len(fractions) + 1) + "|")
-        for m in methods:
-            row = []
+            cells = []
             for f in fractions:
-                r = next((r for r in rs if r["method"] == m and r["fraction"] == f), None)
-                row.append(f"{r['val_ppl'][-1]:.1f}" if r else "-")
-            lines.append(f"| {m} | " + " | ".join(row) + " |")
-        lines.append(f"\n### {kind}: best validation perplexity over the evaluated steps "
-                     "(what early stopping would keep)\n")
-        lines.append("| method | " + " | ".join(f"{int(f * 100)}%" for f in fractions) + " |")
-        lines.append("|---" * (len(fractions) + 1) + "|")
-        for m in methods:
-            row = []
-            for f in fractions:
-                r = next((r for r in rs if r["method"] == m and r["fraction"] == f), None)
-                if r:
-                    best = int(np.argmin(r["val_ppl"]))
-                    row.append(f"{r['val_ppl'][best]:.1f} (step {r['steps'][best]})")
-                else:
-                    row.append("-")
-            lines.append(f"| {m} | " + " | ".join(row) + " |")
+                r = next((r for r in found if r["fraction"] == f), None)
+                cells.append("-" if r is None else
+                             f"{fmt(r['seconds_to_target'])} ({r['reached']}/{r['seeds']})")
+            lines.append(f"| {init} | {fmt(found[-1]['init_seconds'], 2)} | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(results, fractions, path):
+def plot(results, rows, fractions, path):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -194,112 +212,161 @@ def plot(results, fractions, path):
     except ImportError:
         print("(matplotlib not installed: no plot)")
         return
-    kinds = sorted({r["model"] for r in results})
-    fig, axes = plt.subplots(len(kinds), 2, figsize=(12, 4.5 * len(kinds)), squeeze=False)
-    for row, kind in zip(axes, kinds):
-        rs = [r for r in results if r["model"] == kind]
-        methods = [m for m in SAFU_METHODS if any(r["method"] == m for r in rs)]
-        full = max(fractions)
-        for m in methods:
-            r = next((r for r in rs if r["method"] == m and r["fraction"] == full), None)
-            if r:
-                row[0].plot(r["steps"], r["val_ppl"], marker="o", label=m)
-            pts = [(f, next(r for r in rs if r["method"] == m and r["fraction"] == f)
-                    ["val_ppl"][-1]) for f in fractions
-                   if any(r["method"] == m and r["fraction"] == f for r in rs)]
-            row[1].plot([p[0] * 100 for p in pts], [p[1] for p in pts], marker="o", label=m)
-        row[0].set(title=f"{kind}: {int(full * 100)}% data", xlabel="Adam steps",
-                   ylabel="validation perplexity", yscale="log")
-        row[1].set(title=f"{kind}: after the last step", xlabel="% of training data",
-                   ylabel="validation perplexity", yscale="log")
+    models = [m for m in MODELS if any(r["model"] == m for r in results)]
+    fig, axes = plt.subplots(len(models), 3, figsize=(16, 4.6 * len(models)), squeeze=False)
+    colors = dict(zip(INITS, ("tab:gray", "tab:blue", "tab:green", "tab:red")))
+    small = min(fractions)
+    for row, model in zip(axes, models):
+        for init in INITS:
+            runs = [r for r in results if r["model"] == model and r["init"] == init
+                    and r["fraction"] == small]
+            if not runs:
+                continue
+            steps = [m["step"] for m in runs[0]["metrics"]]
+            ppl = np.exp([[m["val_loss"] for m in r["metrics"]] for r in runs])
+            row[0].plot(steps, ppl.mean(axis=0), color=colors[init], label=init)
+            row[0].fill_between(steps, ppl.min(axis=0), ppl.max(axis=0), color=colors[init],
+                                alpha=0.15)
+            for i, r in enumerate(runs):
+                row[1].plot([m["elapsed_s"] for m in r["metrics"]],
+                            [math.exp(m["val_loss"]) for m in r["metrics"]], color=colors[init],
+                            alpha=0.7, label=init if i == 0 else None)
+            pts = [(r["fraction"], r["best_ppl"]) for r in rows
+                   if r["model"] == model and r["init"] == init]
+            row[2].errorbar([p[0] * 100 for p in pts], [p[1][0] for p in pts],
+                            yerr=[p[1][1] for p in pts], marker="o", color=colors[init],
+                            label=init, capsize=3)
+        row[0].set(title=f"{model}: {small:.0%} of the data, mean and range over seeds",
+                   xlabel="steps", ylabel="validation perplexity", yscale="log")
+        row[1].set(title=f"{model}: {small:.0%} of the data, against wall-clock",
+                   xlabel="seconds (warm start included)", ylabel="validation perplexity",
+                   yscale="log")
+        row[2].set(title=f"{model}: best validation perplexity", xlabel="% of the training data",
+                   ylabel="perplexity", xscale="log", yscale="log")
         for ax in row:
-            ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     print(f"wrote {path}")
+
+
+def write_report(saved, out):
+    rows = summarise(saved["results"])
+    fractions = sorted({r["fraction"] for r in saved["results"]})
+    a = saved["args"]
+    header = (f"# Warm starts on {a['corpus']} (word level, vocabulary {saved['vocab_size']})\n\n"
+              f"`python demos/warm_start.py {saved['command']}`: {a['steps']} steps of "
+              f"{a['batch_size']} x {a['context']} tokens, evaluation every {a['eval_every']} "
+              f"steps on {a['eval_iters']} fixed batches, seeds {a['seeds']}; cold runs: lr "
+              f"{a['lr']}, warm-up {a['warmup']}; warm runs: lr {a['warm_lr']}, warm-up "
+              f"{a['warm_warmup']}. {saved['machine']}\n")
+    text = header + tables(rows, fractions) + "\n"
+    atomic_write(out + ".md", lambda f: f.write(text), mode="w", encoding="utf-8")
+    saved["summary"] = rows
+    atomic_write(out + ".json", lambda f: json.dump(saved, f, indent=1), mode="w",
+                 encoding="utf-8")
+    plot(saved["results"], rows, fractions, out + ".png")
+    print(text)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default="builtin", help="builtin, shakespeare or a file path")
-    p.add_argument("--model", default="safu", choices=["safu", "transformer", "both"])
-    p.add_argument("--methods", default=",".join(SAFU_METHODS))
-    p.add_argument("--fractions", default="0.1,0.3,1.0")
-    p.add_argument("--vocab", type=int, default=2000)
-    p.add_argument("--bits", type=int, default=36,
-                   help="SAFU token-vector width (cooc: [cipher; 2 offsets], bits/3 each)")
-    p.add_argument("--window", type=int, default=2, help="co-occurrence window (causal)")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--inits", default=",".join(INITS))
+    p.add_argument("--fractions", default="0.05,0.1,0.3,1.0")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--vocab-size", type=int, default=2000)
+    p.add_argument("--context", type=int, default=64)
+    p.add_argument("--d-in", type=int, default=36, help="SAFU token-vector width")
     p.add_argument("--block", type=int, default=8)
     p.add_argument("--radial", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=1, help="explicit attention rounds")
-    p.add_argument("--eps", type=float, default=0.1, help="explicit solution count smoothing")
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--context", type=int, default=64)
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--val-tokens", type=int, default=20000)
-    p.add_argument("--explicit-tokens", type=int, default=300000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join("runs", "warm_start"))
-    p.add_argument("--quick", action="store_true", help="small settings for a smoke run")
+    p.add_argument("--n-layers", type=int, default=2, help="transformer blocks")
+    p.add_argument("--n-heads", type=int, default=4)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--eval-iters", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of cold runs")
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--warm-lr", type=float, default=2e-3, help="peak learning rate after a "
+                   "warm start")
+    p.add_argument("--warm-warmup", type=int, default=30)
+    p.add_argument("--out", default=None)
+    p.add_argument("--work", default=None, help="run directories (default runs/warm_start/...)")
+    p.add_argument("--fresh", action="store_true", help="rerun finished runs too")
+    p.add_argument("--quick", action="store_true", help="small settings for a smoke run (they "
+                   "replace the size, step and seed options)")
     p.add_argument("--report", metavar="RESULTS_JSON",
-                   help="only rebuild the tables and the plot from a saved results.json")
+                   help="only rebuild the tables and the plot from a saved results file")
     args = p.parse_args(argv)
     if args.report:
-        with open(args.report) as f:
+        with open(args.report, encoding="utf-8") as f:
             saved = json.load(f)
-        results = saved["results"]
-        fractions = sorted({r["fraction"] for r in results})
-        out = os.path.dirname(args.report)
-        write_tables(tables(results, fractions), saved["args"]["corpus"],
-                     saved["args"]["vocab"], out)
-        plot(results, fractions, os.path.join(out, "warm_start.png"))
-        return
+        write_report(saved, os.path.splitext(args.report)[0])
+        return 0
+    command = " ".join(argv if argv is not None else sys.argv[1:])
     if args.quick:
-        args.vocab, args.steps, args.eval_every, args.val_tokens = 500, 60, 30, 4000
-        args.fractions = "0.1,1.0"
+        args.vocab_size, args.steps, args.eval_every, args.eval_iters = 300, 10, 5, 2
+        args.context, args.seeds, args.fractions = 16, "0,1", "0.05,0.2"
+        args.batch_size, args.warmup, args.warm_warmup, args.n_heads = 4, 2, 2, 1
+    name = os.path.basename(args.corpus).split(".")[0]
+    args.out = args.out or os.path.join("demos", "results", f"warm_start_{name}")
+    args.work = args.work or os.path.join("runs", "warm_start", name + ("-quick" if args.quick
+                                                                          else ""))
+    if args.corpus == "builtin":
+        corpus = None
+    elif args.corpus == "shakespeare":
+        corpus = shared_data_path("tinyshakespeare.txt")
+        if corpus is None:
+            print("warm_start: tinyshakespeare.txt is not in ../shared/data/ (use --corpus PATH)",
+                  file=sys.stderr)
+            return 2
+        corpus = str(corpus)
+    else:
+        corpus = args.corpus
+    models = args.models.split(",")
+    inits = args.inits.split(",")
+    bad = sorted(set(models) - set(MODELS)) + sorted(set(inits) - set(INITS))
+    if bad:
+        print(f"warm_start: unknown models or inits {bad}", file=sys.stderr)
+        return 2
     fractions = [float(f) for f in args.fractions.split(",")]
-    methods = args.methods.split(",")
-    unknown = sorted(set(methods) - set(SAFU_METHODS))
-    if unknown:
-        raise SystemExit(f"unknown methods {unknown}; choose from {SAFU_METHODS}")
-    kinds = ["safu", "transformer"] if args.model == "both" else [args.model]
+    seeds = [int(s) for s in args.seeds.split(",")]
 
-    train_all, val_ids, vocab = word_ids(load_text(args.corpus), args.vocab)
-    args.vocab = len(vocab)
-    val = stream_windows(val_ids[:args.val_tokens + 1], args.context)
-    print(f"corpus {args.corpus}: {len(train_all)} training and {len(val_ids)} validation words, "
-          f"vocabulary {len(vocab)} (unk rate in validation "
-          f"{np.mean(val_ids == 0):.1%}); validation on {val[0].size} tokens")
-    os.makedirs(args.out, exist_ok=True)
+    # The vocabulary size decides both models' shapes: one tiny run reads it.
+    probe = train(TrainConfig(data=corpus, tokenizer="word", vocab_size=args.vocab_size,
+                              out=os.path.join(args.work, "probe"), steps=1, eval_iters=1,
+                              batch_size=1, sample_tokens=0, model_kind="safu",
+                              model={"context_length": args.context}), quiet=True)
+    vocab = probe["tokenizer"].vocab_size
+    transformer, safu_params, transformer_params = matched_transformer(args, vocab)
+    print(f"vocabulary {vocab}; SAFU model {safu_params:,} parameters, transformer (width "
+          f"{transformer['d_model']}) {transformer_params:,} "
+          f"({transformer_params / safu_params - 1:+.1%})", flush=True)
+    settings = {"safu": safu_settings(args), "transformer": transformer}
     results = []
-    for kind in kinds:
-        for frac in fractions:
-            train_ids = train_all[:max(args.context + 1, int(len(train_all) * frac))]
-            for method in methods:
-                r = run_one(kind, method, train_ids, val, args)
-                r["fraction"] = frac
-                results.append(r)
-                print(f"{kind:11s} {int(frac * 100):3d}% {method:20s} ppl "
-                      + " ".join(f"{v:8.1f}" for v in r["val_ppl"])
-                      + f"   (init {r['init_seconds']:.1f}s, train {r['train_seconds']:.1f}s)",
-                      flush=True)
-    atomic_write(os.path.join(args.out, "results.json"),
-                 lambda f: json.dump({"args": vars(args), "results": results}, f, indent=1),
-                 mode="w", encoding="utf-8")
-    write_tables(tables(results, fractions), args.corpus, args.vocab, args.out)
-    plot(results, fractions, os.path.join(args.out, "warm_start.png"))
-
-
-def write_tables(text, corpus, vocab, out):
-    print(text)
-    atomic_write(os.path.join(out, "results.md"),
-                 lambda f: f.write(f"# Warm starts on {corpus} (word level, vocabulary {vocab})\n"
-                                   + text + "\n"), mode="w", encoding="utf-8")
+    for fraction in fractions:
+        for kind in models:
+            for init in inits:
+                for seed in seeds:
+                    r = run_one(args, corpus, kind, settings[kind], init, fraction, seed)
+                    results.append(r)
+                    ppl = [math.exp(m["val_loss"]) for m in r["metrics"]]
+                    print(f"{kind:11s} {fraction:5.0%} {init:8s} seed {seed}: ppl start "
+                          f"{ppl[0]:8.1f} best {min(ppl):8.1f} final {ppl[-1]:8.1f} "
+                          f"(warm start {r['init_seconds']:.1f} s, run "
+                          f"{r['metrics'][-1]['elapsed_s']:.1f} s)", flush=True)
+    import platform
+    machine = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
+               f"cores, Python {platform.python_version()}.")
+    saved = {"args": vars(args), "command": command, "vocab_size": vocab, "machine": machine,
+             "results": results}
+    write_report(saved, args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
