@@ -20,7 +20,9 @@ target mass instead of counts (useful for sub-layers whose targets are distribut
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["feature_target_counts", "explicit_softmax_weights"]
+from ..backend.cpu.warmstart_counts import target_counts
+
+__all__ = ["feature_target_counts", "explicit_softmax_weights", "weights_from_counts"]
 
 _NAME = "explicit_softmax_weights"
 
@@ -51,6 +53,26 @@ def _check_inputs(X, where):
     return X
 
 
+def _check_integer_targets(Y, n_examples, n_out, where):
+    """1-D integer targets (M,) -> (int64 targets, n_out)."""
+    if Y.dtype.kind not in "iu":
+        if Y.dtype.kind == "f" and Y.size and np.all(Y == np.round(Y)):
+            Y = Y.astype(np.int64)
+        else:
+            raise TypeError(f"{where}: 1-D targets must be integers, got dtype {Y.dtype}")
+    if Y.shape[0] != n_examples:
+        raise ValueError(f"{where}: X has {n_examples} rows but targets have shape {Y.shape}")
+    if n_out is None:
+        n_out = int(Y.max()) + 1 if Y.size else 0
+    n_out = int(n_out)
+    if n_out < 1:
+        raise ValueError(f"{where}: n_out must be >= 1, got {n_out}")
+    if Y.size and (Y.min() < 0 or Y.max() >= n_out):
+        raise ValueError(f"{where}: integer targets must lie in [0, {n_out}), got range "
+                         f"[{Y.min()}, {Y.max()}]")
+    return Y.astype(np.int64, copy=False), n_out
+
+
 def _check_targets(Y, n_examples, n_out, where):
     """Y as a sparse (M, N_out) matrix of target mass."""
     if sp.issparse(Y):
@@ -58,25 +80,9 @@ def _check_targets(Y, n_examples, n_out, where):
     else:
         Y = np.asarray(Y)
     if Y.ndim == 1:
-        # integer targets
-        if Y.dtype.kind not in "iu":
-            if Y.dtype.kind == "f" and Y.size and np.all(Y == np.round(Y)):
-                Y = Y.astype(np.int64)
-            else:
-                raise TypeError(f"{where}: 1-D targets must be integers, got dtype {Y.dtype}")
-        if Y.shape[0] != n_examples:
-            raise ValueError(f"{where}: X has {n_examples} rows but targets have shape {Y.shape}")
-        if n_out is None:
-            n_out = int(Y.max()) + 1 if Y.size else 0
-        n_out = int(n_out)
-        if n_out < 1:
-            raise ValueError(f"{where}: n_out must be >= 1, got {n_out}")
-        if Y.size and (Y.min() < 0 or Y.max() >= n_out):
-            raise ValueError(f"{where}: integer targets must lie in [0, {n_out}), got range "
-                             f"[{Y.min()}, {Y.max()}]")
+        Y, n_out = _check_integer_targets(Y, n_examples, n_out, where)
         rows = np.arange(n_examples)
-        return sp.csr_matrix((np.ones(n_examples), (rows, Y.astype(np.int64))),
-                             shape=(n_examples, n_out))
+        return sp.csr_matrix((np.ones(n_examples), (rows, Y)), shape=(n_examples, n_out))
     if Y.ndim != 2:
         raise ValueError(f"{where}: Y must be one-hot (M, N_out) or integer targets (M,), got "
                          f"shape {Y.shape}")
@@ -105,8 +111,18 @@ def feature_target_counts(X, Y, n_out=None):
     ``max(Y) + 1``).  One pass over the data.
     """
     X = _check_inputs(X, "feature_target_counts")
-    Y = _check_targets(Y, X.shape[0], n_out, "feature_target_counts")
-    return _counts(X, Y)
+    return _feature_target_counts(X, Y, n_out, "feature_target_counts")
+
+
+def _feature_target_counts(X, Y, n_out, where):
+    """Dense ``X^T Y`` for checked ``X``: dense X with integer targets by the count kernel
+    (``explicit_steps.target_counts`` defines it), any other pair by the sparse product."""
+    if not sp.issparse(X) and not sp.issparse(Y):
+        Y = np.asarray(Y)
+        if Y.ndim == 1:
+            targets, n_out = _check_integer_targets(Y, X.shape[0], n_out, where)
+            return target_counts(X, targets, n_out)
+    return _counts(X, _check_targets(Y, X.shape[0], n_out, where))
 
 
 def _counts(X, Y):
@@ -133,13 +149,35 @@ def explicit_softmax_weights(X, Y, n_out=None, eps=1e-3, input_norm=None):
         raise ValueError(f"{_NAME}: eps must be finite and > 0 (it keeps log(F) finite), "
                          f"got {eps}")
     X = _check_inputs(X, _NAME)
-    Y = _check_targets(Y, X.shape[0], n_out, _NAME)
+    F = _feature_target_counts(X, Y, n_out, _NAME)
     if input_norm is None:
         K = float(abs(X).sum()) / X.shape[0]     # X >= 0, so this is mean_m ||x_m||_1
     else:
         K = float(input_norm)
+    return _log_conditional(F, K, eps, _NAME)
+
+
+def weights_from_counts(F, input_norm, eps=1e-3):
+    """The explicit solution ``W = log(F' / rowsum(F')) / K``, ``F' = F + eps``, from counts
+    ``F`` ``(N_in, N_out)`` accumulated elsewhere (non-negative) and the mean input norm ``K``
+    (``input_norm``); :func:`explicit_softmax_weights` computes both from X and Y. float64."""
+    where = "weights_from_counts"
+    eps = float(eps)
+    if not np.isfinite(eps) or eps <= 0:
+        raise ValueError(f"{where}: eps must be finite and > 0 (it keeps log(F) finite), "
+                         f"got {eps}")
+    F = np.asarray(F, dtype=np.float64)
+    if F.ndim != 2 or F.size == 0:
+        raise ValueError(f"{where}: F must be a non-empty (N_in, N_out) array, got shape "
+                         f"{F.shape}")
+    if not np.all(np.isfinite(F)) or F.min() < 0:
+        raise ValueError(f"{where}: F must be finite and non-negative (counts)")
+    return _log_conditional(F, float(input_norm), eps, where)
+
+
+def _log_conditional(F, K, eps, where):
     if not np.isfinite(K) or K <= 0:
-        raise ValueError(f"{_NAME}: the input norm K must be > 0, got {K} (is X all zeros?)")
-    F = _counts(X, Y) + eps
+        raise ValueError(f"{where}: the input norm K must be > 0, got {K} (is X all zeros?)")
+    F = F + eps
     log_conditional = np.log(F) - np.log(F.sum(axis=1, keepdims=True))
     return log_conditional / K

@@ -39,9 +39,10 @@ import numpy as np
 from ..autograd import no_grad
 from ..nn import init
 from ..nn.safu import SAFU, SAFULanguageModel
+from ..backend.cpu import warmstart_counts as counts
 from ..optim import Adam
 from ..tensor import Tensor, tensor
-from .explicit import explicit_softmax_weights
+from .explicit import weights_from_counts
 
 __all__ = ["explicit_train", "explicit_train_safu", "stream_windows", "fine_tune",
            "evaluate_loss", "hidden_targets_by_rank"]
@@ -118,12 +119,20 @@ def hidden_targets_by_rank(targets, hidden, n_out):
     return rank[targets] % hidden
 
 
+# Rows of logits per block of the passes over the positions: 2^21 logits (16 MB of float64),
+# large enough for the row kernels to use every thread and for BLAS to run at full speed.
+_PASS_LOGITS = 1 << 21
+
+
 class _Solver:
-    """Closed-form solutions for one SAFU layer on fixed inputs X (N, L, d) and targets T."""
+    """Closed-form solutions for one SAFU layer on fixed inputs X (N, L, d) and targets T.
+
+    The counts and the passes over the positions run on the kernels of
+    ``backend/cpu/warmstart_counts.py`` (their NumPy definitions: ``explicit_steps.py``)."""
 
     def __init__(self, layer, X, T, eps, chunk):
         self.layer, self.X, self.T, self.eps, self.chunk = layer, X, T, eps, chunk
-        self.flat_T = T.reshape(-1)
+        self.flat_T = np.ascontiguousarray(T.reshape(-1))
         self.dtype = next(layer.parameters()).dtype
 
     # parameters as float64 NumPy arrays, and back
@@ -143,90 +152,94 @@ class _Solver:
     @no_grad()
     def features(self):
         """Z (N * L, d_z) in float64, computed by the layer itself (chunks of sequences)."""
-        out = []
-        for start in range(0, self.X.shape[0], self.chunk):
+        N, L, _ = self.X.shape
+        Z = np.empty((N * L, self.layer.d_z))
+        for start in range(0, N, self.chunk):
             x = tensor(self.X[start:start + self.chunk], dtype=self.dtype)
-            out.append(self.layer.features(x).numpy().astype(np.float64))
-        z = np.concatenate(out, axis=0)
-        return z.reshape(-1, z.shape[-1])
+            z = self.layer.features(x).numpy()
+            Z[start * L:(start + z.shape[0]) * L] = z.reshape(-1, z.shape[-1])
+        return Z
 
-    def predict(self, Z):
-        """Per row block: (probabilities, hidden activations or None) generator."""
-        hid = self.layer.hidden
-        w = (self.get("w_1"), self.get("w_2")) if hid else (self.get("w_o"),)
-        rows = max(1, (1 << 22) // max(1, self.layer.vocab_size))
-        for start in range(0, Z.shape[0], rows):
-            z = Z[start:start + rows]
-            if hid:
-                u = _softmax(z @ w[0])
-                yield slice(start, start + len(z)), _softmax(u @ w[1]), u, w
-            else:
-                yield slice(start, start + len(z)), _softmax(z @ w[0]), None, w
-
-    def loss(self, Z):
-        total = 0.0
-        for rows, p, _, _ in self.predict(Z):
-            t = self.flat_T[rows]
-            total -= np.log(np.maximum(p[np.arange(len(t)), t], 1e-300)).sum()
-        return total / Z.shape[0]
+    def _solve(self, inputs, targets, n_out):
+        """The explicit solution for inputs (M, n_in) >= 0 and integer targets (M,)."""
+        F = counts.target_counts(inputs, targets, n_out)
+        return weights_from_counts(F, inputs.sum() / inputs.shape[0], self.eps)
 
     def solve_output(self, Z, hidden_targets=None):
         V = self.layer.vocab_size
         if self.layer.hidden is None:
-            self.set("w_o", explicit_softmax_weights(Z, self.flat_T, n_out=V, eps=self.eps))
+            self.set("w_o", self._solve(Z, self.flat_T, V))
             return None
         H = self.layer.hidden
         if hidden_targets is None:
             hidden_targets = hidden_targets_by_rank(self.flat_T, H, V)
-        w1 = explicit_softmax_weights(Z, hidden_targets, n_out=H, eps=self.eps)
+        w1 = self._solve(Z, hidden_targets, H)
         self.set("w_1", w1)
         U = np.concatenate([_softmax(Z[s:s + 65536] @ w1) for s in range(0, len(Z), 65536)])
-        self.set("w_2", explicit_softmax_weights(U, self.flat_T, n_out=V, eps=self.eps))
+        self.set("w_2", self._solve(U, self.flat_T, V))
         return hidden_targets
 
-    def gradients(self, Z):
-        """dL/dz (M, d_z) and, with a hidden layer, the re-targeted hidden units (M,)."""
-        G = np.empty_like(Z)
-        new_hidden = np.empty(Z.shape[0], dtype=np.int64) if self.layer.hidden else None
-        for rows, p, u, w in self.predict(Z):
-            t = self.flat_T[rows]
-            dlogits = p
-            dlogits[np.arange(len(t)), t] -= 1.0            # softmax + cross-entropy: p - y
-            if u is None:
-                G[rows] = dlogits @ w[0].T
+    def evaluate(self, Z, gradients=False):
+        """One pass over the positions with the current output layer, a block of rows at a
+        time: the logits (BLAS for the dense columns of z, the mostly-zero ones added row by
+        row inside the softmax kernel), then one kernel call for the softmax, the loss and
+        ``p - y``.
+
+        Returns ``(loss, G, new_hidden)``: the mean cross-entropy over all positions; with
+        ``gradients``, ``G = dL/dh`` (M, d_in), the gradient at the block-context columns of z
+        (None unless the block context has more than one position: nothing else reads it), and
+        with a hidden layer the re-targeted hidden units ``argmin_k dL/du_k`` (M,)."""
+        layer = self.layer
+        M, V = Z.shape[0], layer.vocab_size
+        hidden = layer.hidden is not None
+        w_in = self.get("w_1" if hidden else "w_o")             # the weights that read z
+        block = layer.segments()["block"] if gradients and layer.block > 1 else None
+        G = np.empty((M, layer.d_in)) if block is not None else None
+        new_hidden = np.empty(M, dtype=np.int64) if gradients and hidden else None
+        w_block_t = w_in[block].T if block is not None else None
+        if hidden:
+            w_out, dense, sparse = self.get("w_2"), None, None
+        else:
+            # z's columns split: the dense ones go through BLAS, the sparse ones as CSR rows
+            w_out = w_in
+            dense_cols, Zd, sparse_cols, csr = counts.split_columns(Z)
+            dense = (Zd, np.ascontiguousarray(w_in[dense_cols]))
+            sparse = csr + (np.ascontiguousarray(w_in[sparse_cols]),)
+        rows = max(1, _PASS_LOGITS // V)
+        logits = np.empty((min(rows, M), V))
+        total = 0.0
+        for start in range(0, M, rows):
+            n = min(rows, M - start)
+            S = logits[:n]
+            if hidden:
+                u = _softmax(Z[start:start + n] @ w_in)
+                np.matmul(u, w_out, out=S)
+                part = None
             else:
-                gu = dlogits @ w[1].T                        # dL/du
-                new_hidden[rows] = np.argmin(gu, axis=1)     # differential criterion
+                np.matmul(dense[0][start:start + n], dense[1], out=S)
+                part = (sparse[0][start:start + n + 1],) + sparse[1:]
+            total += counts.softmax_cross_entropy_rows(S, self.flat_T[start:start + n],
+                                                       gradient=gradients, sparse=part).sum()
+            if not gradients:
+                continue
+            ds = S                                                # dL/dlogits = p - y
+            if hidden:
+                gu = S @ w_out.T                                  # dL/du
+                new_hidden[start:start + n] = np.argmin(gu, axis=1)   # differential criterion
                 ds = u * (gu - (u * gu).sum(axis=1, keepdims=True))
-                G[rows] = ds @ w[0].T
-        return G, new_hidden
+            if G is not None:
+                np.matmul(ds, w_block_t, out=G[start:start + n])
+        return total / M, G, new_hidden
 
     def solve_attention(self, G):
-        """W_A from the differential criterion (module docstring, step 2)."""
-        layer, X = self.layer, self.X
-        N, L, d = X.shape
-        block = layer.block
-        g = G[:, layer.segments()["block"]].reshape(N, L, d)
-        best = np.full((N, L), np.inf)
-        choice = np.zeros((N, L), dtype=np.int64)
-        for k in range(min(block, L)):
-            # x_{t-k} . g_t for every t >= k
-            c = np.einsum("nld,nld->nl", X[:, :L - k], g[:, k:])
-            better = c < best[:, k:]
-            best[:, k:] = np.where(better, c, best[:, k:])
-            choice[:, k:] = np.where(better, k, choice[:, k:])
-        t = np.arange(L)
-        decides = np.broadcast_to(t >= 1, (N, L)) if block > 1 else np.zeros((N, L), bool)
-        n_idx, t_idx = np.nonzero(decides)
-        if len(n_idx) == 0:
+        """W_A from the differential criterion (module docstring, step 2); G = dL/dh (M, d)."""
+        X = self.X
+        choice, keep = counts.offset_choices(X, G.reshape(X.shape), self.layer.block)
+        n_keep = int(keep.sum())
+        if n_keep == 0:
             return False
-        inputs = X[n_idx, t_idx]
-        chosen = X[n_idx, t_idx - choice[n_idx, t_idx]]
-        keep = (inputs.sum(axis=1) > 0) & (chosen.sum(axis=1) > 0)   # unknown tokens: no info
-        if not keep.any():
-            return False
-        self.set("w_a", explicit_softmax_weights(inputs[keep], chosen[keep], n_out=d,
-                                                 eps=self.eps))
+        F = counts.choice_counts(X, choice, keep)
+        self.set("w_a", weights_from_counts(F, X[keep].sum() / n_keep, self.eps))
         return True
 
 
@@ -251,9 +264,9 @@ def explicit_train_safu(layer, inputs, targets, rounds=2, eps=1e-3, keep_best=Tr
     stages = []
     best = (math.inf, None, None)
 
-    def record(name, Z):
+    def record(name, value):
+        # the layer's parameters are those of stage `name`: snapshot them with its loss
         nonlocal best
-        value = solver.loss(Z)
         stages.append((name, value))
         if value < best[0]:
             best = (value, name, solver.snapshot())
@@ -262,17 +275,23 @@ def explicit_train_safu(layer, inputs, targets, rounds=2, eps=1e-3, keep_best=Tr
         solver.set("w_a", np.zeros((layer.d_in, layer.d_in)))    # uniform attention
     Z = solver.features()
     hidden_targets = solver.solve_output(Z)
-    record("uniform attention", Z)
+    stage = "uniform attention"          # solved, its loss not yet measured
     for r in range(1, rounds + 1):
-        G, new_hidden = solver.gradients(Z)
-        changed = layer.block > 1 and solver.solve_attention(G)
+        # one pass gives the current stage's loss and the gradients the next stage needs
+        loss, G, new_hidden = solver.evaluate(Z, gradients=True)
+        record(stage, loss)
+        stage = None
+        changed = G is not None and solver.solve_attention(G)
         if changed:
             Z = solver.features()
         if new_hidden is not None:
             hidden_targets = new_hidden
-        if changed or new_hidden is not None:
-            solver.solve_output(Z, hidden_targets)
-            record(f"round {r}", Z)
+        if not (changed or new_hidden is not None):
+            break                        # nothing moved: every further round is the same
+        solver.solve_output(Z, hidden_targets)
+        stage = f"round {r}"
+    if stage is not None:
+        record(stage, solver.evaluate(Z)[0])
     kept = stages[-1][0]
     if keep_best and best[1] != stages[-1][0]:
         solver.restore(best[2])
