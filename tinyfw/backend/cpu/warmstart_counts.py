@@ -172,10 +172,12 @@ def _float64_from_bits(typingctx, bits):
 
 
 _LOG2_E = 1.0 / math.log(2.0)
-# ln 2 split in two (Cody & Waite): n * _LN2_HI is exact for |n| < 2^11 (_LN2_HI has 32
-# significant bits), so u - n ln 2 loses nothing to cancellation.
-_LN2_HI = 0.693147180369123816490
-_LN2_LO = math.log(2.0) - _LN2_HI
+# ln 2 split in two (Cody & Waite; fdlibm's constants): n * _LN2_HI is exact for |n| < 2^21
+# (_LN2_HI has 32 significant bits), so u - n ln 2 loses nothing to cancellation, and _LN2_LO is
+# the rest of the true ln 2 (log(2.0) - _LN2_HI in float64 would carry log(2.0)'s rounding,
+# ~1e-16 of ln 2, times n into r: 2e-14 relative error at u = -700).
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
 # Below this, exp(u) (< 3e-308) is flushed to 0: 2^n stays a normal float. np.exp gives 0 or
 # a denormal there, which no sum of probabilities can tell apart.
 _EXP_MIN = -708.0
