@@ -1,6 +1,6 @@
 """Lights on little data: a tiny command -> ON / OFF / NOTHING model, warm-started against random.
 
-    python demos/lights.py               # full study, about 5 minutes on 2 shared cores
+    python demos/lights.py               # full study: about 4 minutes of CPU time on one core
     python demos/lights.py --quick       # a few seconds' version (what the test runs)
 
 The talk (Williams & Zhao) says a tiny task model (lights on/off from voice commands) trained on
