@@ -214,6 +214,23 @@ def test_offset_choices_by_hand_ties_go_to_the_nearest():
     np.testing.assert_array_equal(F, [[0.0, 1.0], [0.0, 1.0]])
 
 
+@pytest.mark.parametrize("n,k,V", [(1, 1, 1), (6, 4, 9), (120, 36, 300)])
+def test_listed_products_match_reference(path, n, k, V):
+    rng = np.random.default_rng(n + k)
+    D, W = rng.standard_normal((n, V)), rng.standard_normal((k, V))
+    listed = rng.random((n, k)) < 0.3
+    listed[0] = False                                          # a row with nothing listed
+    indptr = np.concatenate([[0], np.cumsum(listed.sum(axis=1))]).astype(np.int64)
+    cols = np.nonzero(listed)[1]
+    out = kernels.listed_products(D, W, indptr, cols)
+    np.testing.assert_allclose(out, ref.listed_products(D, W, indptr, cols), **TOL)
+    np.testing.assert_allclose(out, np.where(listed, D @ W.T, 0.0), **TOL)
+    with pytest.raises(ValueError, match="listed_products: cols must lie"):
+        kernels.listed_products(D[:1], W, np.array([0, 1]), np.array([k]))
+    with pytest.raises(ValueError, match="listed_products: indptr must be"):
+        kernels.listed_products(D[:1], W, np.array([0, 2]), np.array([0]))
+
+
 def test_split_columns_rebuilds_the_product():
     rng = np.random.default_rng(5)
     Z = rng.random((500, 12)) * (rng.random((500, 12)) < np.linspace(0.01, 0.9, 12))
@@ -446,6 +463,7 @@ def test_explicit_train_language_model_matches_the_original_and_the_references(m
         softmax_cross_entropy_rows = staticmethod(ref.softmax_cross_entropy_rows)
         offset_choices = staticmethod(ref.offset_choices)
         choice_counts = staticmethod(ref.choice_counts)
+        listed_products = staticmethod(ref.listed_products)
         split_columns = staticmethod(kernels.split_columns)
 
     monkeypatch.setattr(explicit_training, "counts", References)

@@ -14,6 +14,9 @@ Everything is float64.
   respect to them. ``sparse = (indptr, indices, values, W)``: the logits are ``S + A @ W``,
   A the CSR matrix (n, k) (its indptr may start at an offset into indices and values: a block
   of rows of a larger matrix), and S is overwritten with them first.
+* :func:`listed_products` ``(D (n, V), W (k, V), indptr (n + 1,), cols) -> (n, k)``: ``D @ W.T``
+  at the listed entries (row r: columns ``cols[indptr[r]:indptr[r + 1]]``), zero elsewhere: the
+  gradient ``dL/dh = (p - y) W_h^T`` where the criterion reads it.
 * :func:`offset_choices` ``(X (N, L, d), G (N, L, d), block) -> (choice (N, L), keep (N, L))``:
   the differential criterion (``explicit_training.py``, step 2). For position t, with ``g_t``
   the loss gradient at its block context, ``choice = argmin_k x_{t-k} . g_t`` over the offsets
@@ -29,10 +32,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..backend.cpu.warmstart_counts import (MIN_PROBABILITY, check_choice_counts,
-                                            check_offset_inputs, check_softmax_rows,
-                                            check_target_counts)
+                                            check_listed_products, check_offset_inputs,
+                                            check_softmax_rows, check_target_counts)
 
-__all__ = ["target_counts", "softmax_cross_entropy_rows", "offset_choices", "choice_counts"]
+__all__ = ["target_counts", "softmax_cross_entropy_rows", "listed_products", "offset_choices",
+           "choice_counts"]
 
 
 def target_counts(X, targets, n_out):
@@ -58,6 +62,13 @@ def softmax_cross_entropy_rows(S, targets, gradient=False, sparse=None):
         p[rows, targets] -= 1.0
         S[...] = p
     return loss
+
+
+def listed_products(D, W, indptr, cols):
+    D, W, indptr, cols = check_listed_products(D, W, indptr, cols)
+    listed = np.zeros((D.shape[0], W.shape[0]), dtype=bool)
+    listed[np.repeat(np.arange(D.shape[0]), np.diff(indptr)), cols] = True
+    return np.where(listed, D @ W.T, 0.0)
 
 
 def offset_choices(X, G, block):

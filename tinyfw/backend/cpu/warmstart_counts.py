@@ -37,8 +37,8 @@ from numba.extending import intrinsic
 from .core_kernels import _chunk, _run, embedding_backward
 
 __all__ = ["target_counts", "softmax_cross_entropy_rows", "offset_choices", "choice_counts",
-           "sparse_column_mask", "split_columns", "check_target_counts", "check_softmax_rows",
-           "check_offset_inputs", "check_choice_counts"]
+           "sparse_column_mask", "split_columns", "listed_products", "check_target_counts", "check_softmax_rows",
+           "check_offset_inputs", "check_choice_counts", "check_listed_products"]
 
 # The smallest probability the loss takes the log of (as the solve's loss always did): a
 # target the model gives less than this costs -log(1e-300) = 690.8 nats, not +inf.
@@ -439,6 +439,63 @@ def split_columns(Z):
     _run(_split_rows, _parallel_split_rows,
          (Z, dense_cols, sparse_cols, dense, indptr, indices, values), M, Z.size)
     return dense_cols, dense, sparse_cols, (indptr, indices, values)
+
+
+def check_listed_products(D, W, indptr, cols):
+    """D float64 (n, V), W float64 (k, V); indptr (n + 1,) non-decreasing from 0 and cols
+    (indptr[-1],) in [0, k): the columns listed for each row."""
+    op = "listed_products"
+    D = _float64_matrix(op, "D", D, 2)
+    W = _float64_matrix(op, "W", W, 2)
+    if W.shape[1] != D.shape[1]:
+        raise ValueError(f"{op}: W {W.shape} must have {D.shape[1]} columns, as D")
+    indptr, cols = np.asarray(indptr), np.asarray(cols)
+    if indptr.dtype.kind not in "iu" or cols.dtype.kind not in "iu":
+        raise TypeError(f"{op}: indptr and cols must be integers")
+    if (indptr.shape != (D.shape[0] + 1,) or indptr[0] != 0 or (np.diff(indptr) < 0).any()
+            or indptr[-1] != len(cols)):
+        raise ValueError(f"{op}: indptr must be ({D.shape[0] + 1},), non-decreasing from 0 to "
+                         f"len(cols) = {len(cols)}")
+    if cols.size and (cols.min() < 0 or cols.max() >= W.shape[0]):
+        raise ValueError(f"{op}: cols must lie in [0, {W.shape[0]})")
+    return D, W, indptr, cols
+
+
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def _dot(a, b):
+    total = 0.0
+    for j in range(a.shape[0]):
+        total += a[j] * b[j]
+    return total
+
+
+@njit(nogil=True, cache=True)
+def _listed_products_rows(D, W, indptr, cols, out, start, stop):
+    for r in range(start, stop):
+        for q in range(indptr[r], indptr[r + 1]):
+            out[r, cols[q]] = _dot(D[r], W[cols[q]])
+
+
+@njit(cache=True, parallel=True)
+def _parallel_listed_products(D, W, indptr, cols, out, n_chunks):
+    for c in prange(n_chunks):
+        start, stop = _chunk(D.shape[0], n_chunks, c)
+        _listed_products_rows(D, W, indptr, cols, out, start, stop)
+
+
+def listed_products(D, W, indptr, cols):
+    """``out = D @ W.T`` (n, k) float64 at the listed entries only (row r: columns
+    ``cols[indptr[r]:indptr[r + 1]]``), zero elsewhere. The solve needs ``dL/dh`` only where
+    some input of the block window is non-zero (the criterion multiplies it by those inputs):
+    ~9 of 36 columns with cipher vectors, a quarter of BLAS's dense product."""
+    D, W, indptr, cols = check_listed_products(D, W, indptr, cols)
+    D, W = np.ascontiguousarray(D), np.ascontiguousarray(W)
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    cols = np.ascontiguousarray(cols, dtype=np.int64)
+    out = np.zeros((D.shape[0], W.shape[0]))
+    _run(_listed_products_rows, _parallel_listed_products, (D, W, indptr, cols, out),
+         D.shape[0], len(cols) * D.shape[1])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
