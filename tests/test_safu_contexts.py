@@ -282,3 +282,30 @@ def test_op_errors():
         safu_contexts(x, None, 0, 0, False)
     with pytest.raises(TypeError, match="share a dtype"):
         safu_contexts(x, w.double(), 2, 1, True)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("with_state", [False, True])
+def test_op_on_cuda_matches_cpu(with_state):
+    """The op end to end on the CUDA backend (simulator): values and gradients as on the CPU."""
+    ncuda = pytest.importorskip("numba.cuda")
+    if not ncuda.is_available():
+        pytest.skip("numba.cuda is unavailable (no GPU); NUMBA_ENABLE_CUDASIM=1 runs the simulator")
+    rng = np.random.default_rng(6)
+    B, L, D = 2, 4, 3
+    arrays = [rng.standard_normal((B, L, D)), rng.standard_normal((D, D))]
+    past, prev = rng.standard_normal((B, 3, D)), rng.standard_normal((B, D))
+    probe = rng.standard_normal((B, L, 5 * D))
+    results = {}
+    for device in ("cpu", "cuda"):
+        x, w = (fw.tensor(a, requires_grad=True, device=device) for a in arrays)
+        kw = {}
+        if with_state:
+            kw = dict(past=fw.tensor(past, device=device), prev_sum=fw.tensor(prev, device=device),
+                      prev_count=3)
+        z, a = safu_contexts(x, w, 3, 3, True, 0.5, **kw)
+        assert z.device == device
+        (z * fw.tensor(probe, device=device)).sum().backward()
+        results[device] = (z.numpy(), a.numpy(), x.grad.numpy(), w.grad.numpy())
+    for got, want in zip(results["cuda"], results["cpu"]):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10)

@@ -248,7 +248,8 @@ def contexts_grad_x_kernel():
             acc = 0.0
             for k in range(max(0, start - j), min(block, seq - j)):
                 pos = b * length + j + k - start
-                acc += a[pos * block + k] * dz[pos * d_z + d] + ds[pos * block + k] * q[pos * dim + d]
+                acc += a[pos * block + k] * dz[pos * d_z + d] \
+                    + ds[pos * block + k] * q[pos * dim + d]
             col = dim if block > 0 else 0
             for k in range(max(0, start - j), min(radial, seq - j)):
                 pos = b * length + j + k - start
