@@ -46,6 +46,11 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 CONTEXTS_SPLIT_MIN_WORK = 1 << 19
 CONTEXTS_PARALLEL_MIN_WORK = 1 << 24
 
+# The forward takes the softmax of this many positions at a time, slot by slot, so its max, exp
+# and sums run as vector loops over positions (rows of ``block`` <= 8 scores do not fill a
+# vector): at the W2 shape, one thread, the block part 0.17 -> 0.15 ms.
+POSITION_CHUNK = 64
+
 
 @njit(cache=True, parallel=True)
 def _block_attention_forward_kernel(x, q, block, h, a):
@@ -173,56 +178,73 @@ def _contexts_forward_rows(x, q, start, block, radial, use_document, scale, prev
     L = S - start
     col_radial = D if block > 0 else 0
     col_document = col_radial + radial * D
-    w = np.empty(max(block, 1), dtype=x.dtype)        # scores, then unnormalised weights
+    chunk = min(L, POSITION_CHUNK)
+    w = np.empty((max(block, 1), max(chunk, 1)), dtype=x.dtype)   # scores, then weights
+    top = np.empty(max(chunk, 1), dtype=x.dtype)
+    norm = np.empty(max(chunk, 1), dtype=np.float64)
     total = np.empty(D, dtype=np.float64)
     for b in range(b0, b1):
         for d in range(D):
             total[d] = prev_sum[b, d] if has_prev else 0.0
-        for i in range(L):
-            t = start + i
-            zi = z[b, i]
+        for i0 in range(0, L, max(chunk, 1)):
+            n_pos = min(chunk, L - i0)
             if block > 0:
-                n = min(block, t + 1)
-                qi = q[b, i]
-                for k in range(n):
-                    w[k] = scale * _dot(qi, x[b, t - k])
-                top = w[0]
-                for k in range(1, n):
-                    top = max(top, w[k])
-                norm = 0.0
-                for k in range(n):
-                    w[k] = _exp(w[k] - top)       # <= 1; a vectorisable exp for float32
-                    norm += w[k]
-                ai = a[b, i]
-                for k in range(n):
-                    ai[k] = w[k] / norm
-                for k in range(n, block):
-                    ai[k] = 0.0
-                h = zi[:D]
-                a0, x0 = ai[0], x[b, t]
-                for d in range(D):
-                    h[d] = a0 * x0[d]
-                for k in range(1, n):
-                    ak, xk = ai[k], x[b, t - k]
+                # the softmax of a chunk of positions, slot by slot: vector loops over positions
+                for k in range(block):
+                    wk = w[k]
+                    for c in range(n_pos):
+                        t = start + i0 + c
+                        wk[c] = scale * _dot(q[b, i0 + c], x[b, t - k]) if t >= k else -np.inf
+                for c in range(n_pos):
+                    top[c] = w[0, c]                 # slot 0 (t itself) is always real
+                for k in range(1, block):
+                    wk = w[k]
+                    for c in range(n_pos):
+                        top[c] = max(top[c], wk[c])
+                for c in range(n_pos):
+                    norm[c] = 0.0
+                for k in range(block):
+                    wk = w[k]
+                    for c in range(n_pos):
+                        wk[c] = _exp(wk[c] - top[c])   # 0 for the -inf of missing slots
+                        norm[c] += wk[c]
+                for c in range(n_pos):
+                    ai = a[b, i0 + c]
+                    inv = 1.0 / norm[c]
+                    for k in range(block):
+                        ai[k] = w[k, c] * inv
+            for c in range(n_pos):
+                i = i0 + c
+                t = start + i
+                zi = z[b, i]
+                if block > 0:
+                    n = min(block, t + 1)
+                    ai = a[b, i]
+                    h = zi[:D]
+                    a0, x0 = ai[0], x[b, t]
                     for d in range(D):
-                        h[d] += ak * xk[d]
-            for k in range(radial):
-                r = zi[col_radial + k * D:col_radial + (k + 1) * D]
-                if t - k >= 0:
-                    xk = x[b, t - k]
+                        h[d] = a0 * x0[d]
+                    for k in range(1, n):
+                        ak, xk = ai[k], x[b, t - k]
+                        for d in range(D):
+                            h[d] += ak * xk[d]
+                for k in range(radial):
+                    r = zi[col_radial + k * D:col_radial + (k + 1) * D]
+                    if t - k >= 0:
+                        xk = x[b, t - k]
+                        for d in range(D):
+                            r[d] = xk[d]
+                    else:
+                        for d in range(D):
+                            r[d] = 0.0
+                if use_document:
+                    inv = 1.0 / (prev_count + i + 1)
+                    mean = zi[col_document:col_document + D]
+                    xt = x[b, t]
                     for d in range(D):
-                        r[d] = xk[d]
-                else:
-                    for d in range(D):
-                        r[d] = 0.0
-            if use_document:
-                inv = 1.0 / (prev_count + i + 1)
-                mean = zi[col_document:col_document + D]
-                xt = x[b, t]
-                for d in range(D):
-                    running = total[d] + xt[d]
-                    total[d] = running
-                    mean[d] = running * inv
+                        running = total[d] + xt[d]
+                        total[d] = running
+                        mean[d] = running * inv
 
 
 @njit(nogil=True, cache=True, fastmath=_FASTMATH)
