@@ -124,7 +124,8 @@ def main(argv=None):
         numba.set_num_threads(args.threads)
     train_all, vocab = word_ids(builtin_corpus())
     print(f"built-in corpus: {len(train_all)} training words, vocabulary {len(vocab)}; "
-          f"{os.cpu_count()} CPUs, Numba threads {__import__('numba').get_num_threads()}")
+          f"{os.cpu_count()} CPUs, Numba threads {__import__('numba').get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     for fraction in (float(f) for f in args.fractions.split(",")):
         train_ids = train_all[:max(65, int(len(train_all) * fraction))]
         windows, targets = ET.stream_windows(train_ids, 64)
@@ -146,6 +147,7 @@ def main(argv=None):
         print(f"  ratio solve / {args.steps} Adam steps: {solve / adam:.2f} "
               f"(the solve is worth {args.steps * solve / adam:.0f} steps); training loss "
               f"after the solve {report['loss']:.4f}")
+        print(f"  load average now {os.getloadavg()[0]:.1f}")
         if args.phases:
             print("  phases (median s): " + ", ".join(
                 f"{PhaseTimer.PHASES[k]} {statistics.median(r[k] for r in phase_runs):.3f}"

@@ -150,10 +150,12 @@ class _Solver:
             init.copy_(p, snap[n])
 
     @no_grad()
-    def features(self):
-        """Z (N * L, d_z) in float64, computed by the layer itself (chunks of sequences)."""
+    def features(self, out=None):
+        """Z (N * L, d_z) in float64, computed by the layer itself (chunks of sequences);
+        written into ``out`` when given (the previous Z, no longer needed: a fresh 100 MB array
+        costs more in page faults than the layer takes to compute it)."""
         N, L, _ = self.X.shape
-        Z = np.empty((N * L, self.layer.d_z))
+        Z = np.empty((N * L, self.layer.d_z)) if out is None else out
         for start in range(0, N, self.chunk):
             x = tensor(self.X[start:start + self.chunk], dtype=self.dtype)
             z = self.layer.features(x).numpy()
@@ -209,7 +211,9 @@ class _Solver:
             dense = (Zd, np.ascontiguousarray(w_in[dense_cols]))
             sparse = csr + (np.ascontiguousarray(w_in[sparse_cols]),)
         rows = max(1, _PASS_LOGITS // V)
-        logits = np.empty((min(rows, M), V))
+        if getattr(self, "_logits", None) is None or self._logits.shape != (min(rows, M), V):
+            self._logits = np.empty((min(rows, M), V))       # kept for the next pass
+        logits = self._logits
         total = 0.0
         for start in range(0, M, rows):
             n = min(rows, M - start)
@@ -307,7 +311,7 @@ def explicit_train_safu(layer, inputs, targets, rounds=2, eps=1e-3, keep_best=Tr
         stage = None
         changed = G is not None and solver.solve_attention(G)
         if changed:
-            Z = solver.features()
+            Z = solver.features(out=Z)
         if new_hidden is not None:
             hidden_targets = new_hidden
         if not (changed or new_hidden is not None):

@@ -282,16 +282,27 @@ def _add_scaled_row(s, a, w):
 
 @njit(cache=True, fastmath={"contract"})
 def _add_two_scaled_rows(s, a, w, b, v):
-    # two rows of W per pass over s: half the loads and stores of s
     for j in range(s.shape[0]):
         s[j] += a * w[j] + b * v[j]
+
+
+@njit(cache=True, fastmath={"contract"})
+def _add_four_scaled_rows(s, a, w, b, v, c, x, d, y):
+    # four rows of W per pass over s: a quarter of the loads and stores of s
+    for j in range(s.shape[0]):
+        s[j] += (a * w[j] + b * v[j]) + (c * x[j] + d * y[j])
 
 
 @njit(inline="always")
 def _add_sparse_product(s, indptr, indices, values, W, r):
     # s += (row r of the CSR matrix) @ W
     q, stop = indptr[r], indptr[r + 1]
-    while q + 1 < stop:
+    while q + 3 < stop:
+        _add_four_scaled_rows(s, values[q], W[indices[q]], values[q + 1], W[indices[q + 1]],
+                              values[q + 2], W[indices[q + 2]], values[q + 3],
+                              W[indices[q + 3]])
+        q += 4
+    if q + 1 < stop:
         _add_two_scaled_rows(s, values[q], W[indices[q]], values[q + 1], W[indices[q + 1]])
         q += 2
     if q < stop:
