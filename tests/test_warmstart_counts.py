@@ -231,6 +231,14 @@ def test_listed_products_match_reference(path, n, k, V):
         kernels.listed_products(D[:1], W, np.array([0, 2]), np.array([0]))
 
 
+def test_large_empty_shapes():
+    small, large = kernels.large_empty((3, 4)), kernels.large_empty((1 << 20, 5))
+    assert small.shape == (3, 4) and large.shape == (1 << 20, 5)
+    assert small.dtype == large.dtype == np.float64 and large.flags.writeable
+    large[-1] = 2.0
+    assert large[-1].sum() == 10.0
+
+
 def test_split_columns_rebuilds_the_product():
     rng = np.random.default_rng(5)
     Z = rng.random((500, 12)) * (rng.random((500, 12)) < np.linspace(0.01, 0.9, 12))
@@ -465,6 +473,7 @@ def test_explicit_train_language_model_matches_the_original_and_the_references(m
         choice_counts = staticmethod(ref.choice_counts)
         listed_products = staticmethod(ref.listed_products)
         split_columns = staticmethod(kernels.split_columns)
+        large_empty = staticmethod(kernels.large_empty)
 
     monkeypatch.setattr(explicit_training, "counts", References)
     again = model()

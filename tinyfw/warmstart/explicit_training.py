@@ -155,7 +155,7 @@ class _Solver:
         written into ``out`` when given (the previous Z, no longer needed: a fresh 100 MB array
         costs more in page faults than the layer takes to compute it)."""
         N, L, _ = self.X.shape
-        Z = np.empty((N * L, self.layer.d_z)) if out is None else out
+        Z = counts.large_empty((N * L, self.layer.d_z)) if out is None else out
         for start in range(0, N, self.chunk):
             x = tensor(self.X[start:start + self.chunk], dtype=self.dtype)
             z = self.layer.features(x).numpy()
