@@ -30,6 +30,16 @@ A stacked :class:`~tinyfw.nn.safu.SAFULanguageModel` is solved layer by layer, e
 inputs produced by the already-solved layers below it. Inputs must be non-negative (cipher or
 co-occurrence vectors); negative inputs raise ``ValueError``.
 
+How it is computed: the features come from the layer itself (so they are the numbers the
+trained model sees); the counts, the softmax passes over the positions and the criterion's
+choices run on the CPU kernels of ``backend/cpu/warmstart_counts.py``, whose NumPy definitions
+are ``explicit_steps.py``. One pass over the positions gives a stage's loss and, from the same
+softmax, the gradients the next stage needs (``dL/dh`` only where the criterion reads it); the
+logits take BLAS for the feature columns that are mostly non-zero and add the mostly-zero ones
+(the radial context of cipher vectors) row by row. The numbers are those of the plain NumPy
+solve up to float64 rounding (``tests/test_warmstart_counts.py``); the time against Adam steps
+is in ``bench/README.md`` ("Explicit SAFU solve").
+
 ``fine_tune`` is a small Adam loop for models called as ``logits, loss = model(ids, targets)``.
 """
 import math
@@ -134,6 +144,8 @@ class _Solver:
         self.layer, self.X, self.T, self.eps, self.chunk = layer, X, T, eps, chunk
         self.flat_T = np.ascontiguousarray(T.reshape(-1))
         self.dtype = next(layer.parameters()).dtype
+        self._support = None            # window_support(), computed once (X does not change)
+        self._logits = None             # the logits block, kept from one pass to the next
 
     # parameters as float64 NumPy arrays, and back
     def get(self, name):
@@ -211,8 +223,8 @@ class _Solver:
             dense = (Zd, np.ascontiguousarray(w_in[dense_cols]))
             sparse = csr + (np.ascontiguousarray(w_in[sparse_cols]),)
         rows = max(1, _PASS_LOGITS // V)
-        if getattr(self, "_logits", None) is None or self._logits.shape != (min(rows, M), V):
-            self._logits = np.empty((min(rows, M), V))       # kept for the next pass
+        if self._logits is None or self._logits.shape != (min(rows, M), V):
+            self._logits = np.empty((min(rows, M), V))
         logits = self._logits
         total = 0.0
         for start in range(0, M, rows):
@@ -246,7 +258,7 @@ class _Solver:
         CSR (indptr (M + 1,), cols). The criterion reads ``g_t`` only through ``x_{t-k} . g_t``
         over the window, so ``g_t`` is needed nowhere else; cipher vectors have ~1.5 non-zero
         entries, a window of 8 ~9 of 36."""
-        if getattr(self, "_support", None) is None:
+        if self._support is None:
             X = self.X
             N, L, d = X.shape
             nonzero = X != 0
