@@ -790,11 +790,46 @@ def torch_mixer_step(tp, arrays, device="cpu"):
     return step
 
 
+def w10_w2_pair(ctx):
+    """W2's SAFU and softmax training steps timed against each other in alternating rounds.
+
+    W2 times each mixer as its own case, one after the other, so a burst of load from another
+    process can land on one mixer only; here the two steps share every round. The row's tinyfw
+    figure is the SAFU step, the softmax step and the ratio are in its metrics and notes."""
+    cfg, batch = dict(GPT), (2 if ctx.quick else GPT_BATCH)
+    ids = gpt_ids(cfg, batch)
+    row = new_row("W10", f"W2 step (B={batch}, T={cfg['context_length']}), SAFU against "
+                  "softmax in alternating rounds")
+    row["missing"]["torch"] = "no PyTorch peer (SAFU is tinyfw's own layer)"
+    try:
+        impls = {m: tinyfw_gpt_step(cfg, ids, m, ctx.device) for m in ("softmax", "safu")}
+    except NotAvailable as e:
+        row["missing"]["tinyfw"] = str(e)
+        row["status"] = str(e)
+        ctx.rows.setdefault("W10", []).append(row)
+        return row
+    H.log(f"  W10 {row['case']}: timing softmax, safu")
+    timings = H.measure(impls, repeats=ctx.repeats, budget_s=ctx.budget_s,
+                        min_repeats=ctx.min_repeats, sync=ctx._sync_for(impls),
+                        settle_s=ctx.settle_s)
+    ms = {m: 1e3 * t.median for m, t in timings.items()}
+    row["value"]["tinyfw"] = ms["safu"]
+    row["detail"] = {m: t.as_dict() for m, t in timings.items()}
+    row["metrics"] = {"softmax_ms": ms["softmax"], "safu_ms": ms["safu"],
+                      "safu_over_softmax": ms["safu"] / ms["softmax"]}
+    row_note(row, f"softmax step {H.fmt_ms(ms['softmax'])} ms in the same rounds; SAFU / "
+             f"softmax {ms['safu'] / ms['softmax']:.2f}")
+    row["status"] = "ok"
+    ctx.rows.setdefault("W10", []).append(row)
+    return row
+
+
 def w10(ctx):
     """SAFU scaling: the SAFU mixer against causal softmax self-attention, forward + backward,
-    L in {64, 256, 1024, 4096}: linear against quadratic in the sequence length."""
+    L in {64, 256, 1024, 4096}: linear against quadratic in the sequence length; and W2's two
+    training steps against each other in alternating rounds."""
     lengths = (64, 128, 256) if ctx.quick else (64, 256, 1024, 4096)
-    rows, previous = [], {}
+    rows, previous = [w10_w2_pair(ctx)], {}
     by_length = {}
     for L in lengths:
         a = w10_inputs(L)
