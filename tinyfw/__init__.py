@@ -12,6 +12,7 @@ from .tensor import (Tensor, tensor, as_tensor, zeros, ones, full, randn, rand, 
                      get_default_dtype, float16, float32, float64, int32, int64, uint8, bool_,
                      long, double)
 from .autograd import no_grad, enable_grad, is_grad_enabled, Function
+from . import tensor_methods  # noqa: F401  gives Tensor its operators and methods
 from .gradcheck import gradcheck, GradcheckError
 from .random import manual_seed, initial_seed
 from .ops.elementwise import (exp, log, sqrt, tanh, sigmoid, abs, clip, clamp, where,

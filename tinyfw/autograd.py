@@ -27,10 +27,9 @@ from itertools import chain
 import numpy as np
 
 from .backend import backend_for
+from .tensor import Tensor
 
 _grad_enabled = True
-#: set by tensor.py (Tensor needs this module, so this module cannot import it at load time)
-Tensor = None
 
 
 def is_grad_enabled():
@@ -238,6 +237,17 @@ def backend_iadd(backend, target, value):
         target += value
 
 
+def _accumulate_grad(tensor, grad, adopt=False):
+    """``tensor.grad += grad`` (the first gradient becomes ``.grad``)."""
+    backend = backend_for(tensor.device)
+    if tensor.grad is None:
+        # A copy: grad may be shared with another branch of the graph that still reads it;
+        # the walk says ``adopt`` when it knows that nothing else holds grad.
+        tensor.grad = Tensor._wrap(grad if adopt else backend.copy(grad), tensor.device)
+    else:
+        backend_iadd(backend, tensor.grad.data, grad)
+
+
 def _owner(a):
     """The NumPy array that owns the memory of ``a`` (``a`` itself unless it is a view)."""
     while isinstance(a.base, np.ndarray):
@@ -284,10 +294,10 @@ def run_backward(roots, root_grads, retain_graph=False, capture=None):
             fresh = False   # the captured list holds it too
         if tensor._ctx is None:
             if captured is None and tensor.requires_grad:
-                tensor._accumulate_grad(grad, adopt=fresh)
+                _accumulate_grad(tensor, grad, adopt=fresh)
             return
         if captured is None and tensor._retains_grad:
-            tensor._accumulate_grad(grad)
+            _accumulate_grad(tensor, grad)
             fresh = False   # .grad holds it too
         key = (id(tensor._ctx), tensor._out_index)
         slot = slots.get(key)

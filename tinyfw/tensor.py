@@ -2,15 +2,20 @@
 
 A Tensor holds ``data`` (a NumPy array on the CPU, a numba.cuda device array on the GPU),
 ``grad`` (a Tensor or None), ``requires_grad`` and ``_ctx``, the ``Context`` of the Function
-that produced it (None for leaves). Operators (``+``, ``@``, ``[]``, ...) and methods
-(``.sum()``, ``.reshape()``, ...) are sugar over the functions in ``tinyfw.ops``.
+that produced it (None for leaves). This module defines the data structure and the functions
+that create tensors (``tensor``, ``zeros``, ``randn``, ...); it imports no operation and not
+``autograd``, so that both can import ``Tensor`` from below.
+
+What a Tensor computes (operators such as ``+``, ``@`` and ``[]``, methods such as ``.sum()``,
+``.reshape()`` and ``.to()``, and ``.backward()``) is a function of ``tinyfw.ops`` or
+``tinyfw.autograd``; ``tinyfw/tensor_methods.py`` attaches each one to the class when
+``import tinyfw`` runs, and lists them all in one table.
 """
 import builtins
 import numbers
 
 import numpy as np
 
-from . import autograd
 from .backend import backend_for, normalize_device, device_of_array
 from .backend.cpu.allocator import copy_aligned
 from . import random as _random
@@ -43,6 +48,12 @@ def get_default_dtype():
 
 
 class Tensor:
+    """An n-dimensional array that can remember how it was computed.
+
+    The methods below need no operation; the operators and the methods that run a Function
+    (``t + u``, ``t.sum()``, ``t.to("cuda")``, ``t.backward()``, ...) are attached by
+    ``tinyfw/tensor_methods.py``.
+    """
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_out_index", "_retains_grad",
                  "device", "__weakref__")
     # Makes NumPy defer to Tensor's reflected operators: ``np.float32(2) * t`` is a Tensor.
@@ -139,58 +150,12 @@ class Tensor:
                              f"scalar, this one has shape {self.shape}")
         return self.numpy().reshape(()).item()
 
-    def to(self, device=None, dtype=None):
-        """A copy on ``device`` and/or of ``dtype`` (``self`` if nothing changes).
-        Differentiable: gradients flow back to the original device and dtype."""
-        from .ops.shape import to_device, cast
-        t = self
-        if dtype is not None and np.dtype(dtype) != self.dtype:
-            t = cast(t, np.dtype(dtype))
-        if device is not None and normalize_device(device) != self.device:
-            t = to_device(t, normalize_device(device))
-        return t
-
-    def cpu(self):
-        return self.to("cpu")
-
-    def cuda(self):
-        return self.to("cuda")
-
-    def float(self):
-        return self.to(dtype=float32)
-
-    def double(self):
-        return self.to(dtype=float64)
-
-    def long(self):
-        return self.to(dtype=int64)
-
-    def type_as(self, other):
-        return self.to(dtype=other.dtype)
-
     def detach(self):
         """The same data, cut from the graph."""
         return Tensor._wrap(self.data, self.device)
 
-    def clone(self):
-        from .ops.shape import clone
-        return clone(self)
-
-    # ---------------------------------------------------------------- gradients
-    def backward(self, gradient=None, retain_graph=False):
-        autograd.backward(self, gradient, retain_graph)
-
     def zero_grad(self):
         self.grad = None
-
-    def _accumulate_grad(self, g, adopt=False):
-        backend = backend_for(self.device)
-        if self.grad is None:
-            # A copy: g may be shared with another branch of the graph that still reads it;
-            # the engine says ``adopt`` when it knows that nothing else holds g.
-            self.grad = Tensor._wrap(g if adopt else backend.copy(g), self.device)
-        else:
-            autograd.backend_iadd(backend, self.grad.data, g)
 
     # ---------------------------------------------------------------- printing
     def __repr__(self):
@@ -233,9 +198,6 @@ class Tensor:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self.shape[0]))
 
-
-
-autograd.Tensor = Tensor
 
 
 # -------------------------------------------------------------------- creation
@@ -368,40 +330,3 @@ def full_like(t, fill_value, dtype=None, device=None):
 
 def randn_like(t, dtype=None, device=None):
     return randn(*t.shape, dtype=dtype or t.dtype, device=device or t.device)
-
-
-# -------------------------------------------------------------------- operator sugar
-# Bound here, after Tensor exists, because the ops themselves import Tensor.
-def _bind_methods():
-    from .ops import elementwise as E, reduce as R, shape as S, linalg as L, activations as A
-    from .ops import nn as N
-
-    def reflected(fn):
-        return lambda self, other: fn(other, self)
-
-    methods = {
-        "__add__": E.add, "__radd__": reflected(E.add), "__sub__": E.sub,
-        "__rsub__": E.rsub, "__mul__": E.mul, "__rmul__": reflected(E.mul),
-        "__truediv__": E.div, "__rtruediv__": E.rdiv, "__pow__": E.pow,
-        "__rpow__": reflected(E.pow), "__matmul__": L.matmul,
-        "__rmatmul__": reflected(L.matmul), "__neg__": E.neg,
-        "__eq__": E.eq, "__ne__": E.ne, "__lt__": E.lt, "__le__": E.le, "__gt__": E.gt,
-        "__ge__": E.ge, "__getitem__": S.index,
-        "exp": E.exp, "log": E.log, "sqrt": E.sqrt, "tanh": E.tanh, "sigmoid": E.sigmoid,
-        "abs": E.abs, "clip": E.clip, "clamp": E.clip, "masked_fill": E.masked_fill,
-        "relu": A.relu,
-        "sum": R.sum, "mean": R.mean, "max": R.max, "min": R.min, "amax": R.amax,
-        "amin": R.amin, "var": R.var, "std": R.std, "logsumexp": R.logsumexp,
-        "argmax": R.argmax, "argmin": R.argmin,
-        "reshape": S.reshape, "view": S.reshape, "transpose": S.transpose,
-        "permute": S.permute, "unsqueeze": S.unsqueeze, "squeeze": S.squeeze,
-        "flatten": S.flatten, "expand": S.expand, "contiguous": S.contiguous,
-        "split": S.split, "chunk": S.chunk,
-        "matmul": L.matmul, "softmax": N.softmax, "log_softmax": N.log_softmax,
-    }
-    for name, fn in methods.items():
-        setattr(Tensor, name, fn)
-    Tensor.__hash__ = lambda self: id(self)  # __eq__ is elementwise, identity hashing stays
-
-
-_bind_methods()

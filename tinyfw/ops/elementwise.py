@@ -4,7 +4,8 @@ Backward formulas return gradients in the broadcast result's shape; the engine s
 each input's shape (``autograd.unbroadcast``). Python numbers may stand for either operand.
 """
 from ..autograd import Function
-from ..tensor import Tensor
+from ..backend import backend_for
+from ..tensor import Tensor, full
 
 
 def _check_broadcast(name, a, b):
@@ -115,7 +116,6 @@ def pow(a, b):  # noqa: A001
         _check_broadcast("pow", a, b)
     if not isinstance(a, Tensor):
         # number ** tensor: make the base a tensor of the exponent's dtype and device
-        from ..tensor import full
         a = full(b.shape, a, dtype=b.dtype, device=b.device)
     return Pow.apply(a, b)
 
@@ -328,7 +328,6 @@ def where(condition, a, b):
         if isinstance(t, Tensor):
             _check_broadcast("where", condition, t)
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
-        from ..tensor import full
         a = full(condition.shape, float(a), device=condition.device)
     return Where.apply(condition, a, b)
 
@@ -349,7 +348,6 @@ def _compare(name):
             if a.device != b.device:
                 raise ValueError(f"{name}: tensors on different devices ({a.device}, {b.device})")
         ref = a if isinstance(a, Tensor) else b
-        from ..backend import backend_for
         be = backend_for(ref.device)
         ad = a.data if isinstance(a, Tensor) else a
         bd = b.data if isinstance(b, Tensor) else b

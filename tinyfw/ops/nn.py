@@ -9,7 +9,7 @@ from ..autograd import Function
 from ..tensor import Tensor
 from ..backend import backend_for
 from .. import random as _random
-from .shape import _axis
+from .shape import _axis, reshape
 
 
 def _to_last(be, x, axis):
@@ -102,7 +102,6 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean"):
     if bad.any():
         raise ValueError(f"cross_entropy: target value {int(t[bad].flat[0])} is out of range for "
                          f"{C} classes (valid: 0..{C - 1} or ignore_index={ignore_index})")
-    from .shape import reshape
     lead = logits.shape[:-1]
     loss = CrossEntropy.apply(reshape(logits, (-1, C)), reshape(target.long() if
                               target.dtype != np.int64 else target, (-1,)),

@@ -7,7 +7,9 @@ import builtins
 import collections
 
 from ..autograd import Function
+from ..backend import backend_for
 from ..tensor import Tensor
+from .elementwise import sqrt
 
 
 def normalize_dims(name, dim, ndim):
@@ -142,7 +144,6 @@ def var(x, dim=None, keepdim=False, correction=1, unbiased=None):
 
 
 def std(x, dim=None, keepdim=False, correction=1, unbiased=None):
-    from .elementwise import sqrt
     return sqrt(var(x, dim, keepdim, correction, unbiased))
 
 
@@ -185,7 +186,6 @@ def amin(x, dim=None, keepdim=False):
 
 
 def _arg(name, x, dim, keepdim):
-    from ..backend import backend_for
     be = backend_for(x.device)
     if dim is None:
         out = getattr(be, name)(be.reshape(x.data, (-1,)), 0)
