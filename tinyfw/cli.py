@@ -83,6 +83,7 @@ def _finite(text):
 
 
 def build_parser():
+    from .nn.mixers import MIXERS
     from .nn.model_kinds import MODEL_KINDS, SAFU_DEFAULTS, TRANSFORMER_DEFAULTS
     from .train import TrainConfig
     from .warmstart.init import METHODS
@@ -152,7 +153,7 @@ def build_parser():
                    help="normalise the input of each branch (default)")
     g.add_argument("--postnorm", dest="prenorm", action="store_false",
                    help="normalise after each residual addition (the original Transformer)")
-    g.add_argument("--mixer", choices=("softmax", "linear", "delta", "safu"),
+    g.add_argument("--mixer", choices=tuple(MIXERS),
                    help=f"token mixer of each block (default {m['mixer']})")
     g.add_argument("--tie-weights", action="store_true",
                    help="share the token embedding with the output layer")

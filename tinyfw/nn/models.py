@@ -7,11 +7,12 @@ blocks whose token mixer is chosen by name, a final norm and an output layer.
     logits, loss = model(ids, targets)    # mean cross-entropy over all positions
     out = model.generate(ids, max_new_tokens=100, temperature=0.8, top_k=20)
 
-Mixers (``mixer=``): 'softmax' (causal multi-head softmax attention), 'linear' (fast-weight sum
-rule), 'delta' (fast-weight delta rule), 'safu' (the self-attentive feed-forward unit). Every mixer
-maps (B, T, D) -> (B, T, D) causally and follows ``forward(x, state=None, return_state=False)``:
-with ``return_state=True`` it also returns what it needs to continue the sequence (a KV cache, or
-the fast weights), which is how ``generate`` extends a sequence one token at a time.
+Mixers (``mixer=``, registered by name in ``mixers.py``): 'softmax' (causal multi-head softmax
+attention), 'linear' (fast-weight sum rule), 'delta' (fast-weight delta rule), 'safu' (the
+self-attentive feed-forward unit). Every mixer maps (B, T, D) -> (B, T, D) causally and follows
+``forward(x, state=None, return_state=False)``: with ``return_state=True`` it also returns what it
+needs to continue the sequence (a KV cache, or the fast weights), which is how ``generate``
+extends a sequence one token at a time.
 """
 import dataclasses
 import math
@@ -23,10 +24,9 @@ from ..ops import nn as N
 from ..tensor import Tensor, arange, tensor
 from . import init
 from .layers import Dropout, Embedding, GELU, Linear
+from .mixers import MIXERS
 from .module import Module, ModuleList
 from .sampling import sample_next
-
-MIXERS = ("softmax", "linear", "delta", "safu")
 
 
 @dataclasses.dataclass
@@ -57,7 +57,7 @@ class ModelConfig:
         if self.norm not in ("layer", "rms"):
             problems.append(f"norm={self.norm!r} must be 'layer' or 'rms'")
         if self.mixer not in MIXERS:
-            problems.append(f"mixer={self.mixer!r} must be one of {MIXERS}")
+            problems.append(f"mixer={self.mixer!r} must be one of {tuple(MIXERS)}")
         if self.positional not in ("learned", "none"):
             problems.append(f"positional={self.positional!r} must be 'learned' or 'none'")
         if not 0.0 <= self.dropout < 1.0:
@@ -86,19 +86,9 @@ def make_norm(kind, dim, bias=True):
 
 
 def make_mixer(cfg):
-    """The token mixer of one block, by ``cfg.mixer`` name."""
-    opts = dict(cfg.mixer_options)
-    if cfg.mixer == "softmax":
-        from .attention import CausalSelfAttention
-        return CausalSelfAttention(cfg.d_model, cfg.n_heads, dropout=cfg.dropout, bias=cfg.bias,
-                                   **opts)
-    if cfg.mixer in ("linear", "delta"):
-        from .fast_weights import FastWeightAttention
-        opts.setdefault("feature_map", "elu" if cfg.mixer == "linear" else "dpfp")
-        return FastWeightAttention(cfg.d_model, cfg.n_heads,
-                                   update="sum" if cfg.mixer == "linear" else "delta", **opts)
-    from .safu import SAFUMixer
-    return SAFUMixer(cfg.d_model, **opts)
+    """The token mixer of one block: the constructor registered as ``cfg.mixer`` (``mixers.py``),
+    given ``cfg`` and ``cfg.mixer_options``."""
+    return MIXERS[cfg.mixer](cfg, **cfg.mixer_options)
 
 
 class MLP(Module):
