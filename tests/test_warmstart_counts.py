@@ -177,6 +177,10 @@ def test_exp_float64_agrees_with_numpy():
                                                                np.log(2.0)]])
     np.testing.assert_allclose(exps(u), np.exp(u), rtol=4e-16, atol=0)
     np.testing.assert_array_equal(exps(np.array([-709.0, -1e4, -np.inf])), 0.0)
+    # inside the kernels' reassociated sum the exp keeps its accuracy (its own fastmath flags)
+    one = np.array([-700.0, -355.5, -40.25, -1.0])
+    sums = [kernels._exp_shifted_sum(one[i:i + 1], 0.0) for i in range(len(one))]
+    np.testing.assert_allclose(sums, np.exp(one), rtol=4e-16, atol=0)
 
 
 # ------------------------------------------------------------------- the differential criterion

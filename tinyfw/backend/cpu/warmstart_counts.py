@@ -48,8 +48,9 @@ MIN_PROBABILITY = 1e-300
 
 # Feature columns non-zero in fewer than this fraction of the rows are added to the logits one
 # row of W per non-zero entry, the rest by BLAS. A non-zero entry costs ~6x a dense column in
-# BLAS's product (single thread, float64, V = 2000: 0.36 against 0.058 us a row), so the break-even
-# is near 1/6; 0.1 to 0.15 measured the same on the SAFU features.
+# BLAS's product (single thread, float64, V = 2000: 0.36 against 0.058 us a row), so the
+# break-even is near 1/6; on the SAFU features thresholds from 0.1 to 0.45 cost the same within
+# the noise (bench/README.md, "Explicit SAFU solve").
 SPARSE_MAX_DENSITY = 0.125
 
 
@@ -209,11 +210,14 @@ _EXP_MIN = -708.0
 _EXP_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(14))
 
 
-@njit(inline="always", fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"})
 def _exp_float64(u):
     """exp(u) for u <= ~700, vectorisable: exp(u) = 2^n exp(r), n = round(u / ln 2),
     |r| <= ln 2 / 2; exp(r) by its Taylor series to r^13 (remainder < 2e-16 relative); 2^n
-    built directly as float bits. 0 for u < -708 and for NaN."""
+    built directly as float bits. 0 for u < -708 and for NaN. A compiled function of its own
+    (LLVM still inlines and vectorises it): inlined into the caller's Numba IR it would take the
+    caller's fastmath flags, and reassociation undoes the two-part ln 2 (2e-14 relative error
+    at u = -700 inside the reassociated sum of exps)."""
     uc = u if u >= _EXP_MIN else _EXP_MIN
     n = np.floor(uc * _LOG2_E + 0.5)
     r = (uc - n * _LN2_HI) - n * _LN2_LO
@@ -240,8 +244,8 @@ def _exp_float64(u):
 # Row helpers: each a loop LLVM vectorises on its own (an in-place exp and a reduction in one
 # loop would not be: the exp's output aliases its input, and the sum needs reassociation).
 # They are separate compiled functions, not inline="always": Numba inlines those into the
-# caller's IR, where the caller's fastmath flags (none) replace theirs and the reductions stay
-# scalar (measured: the loss rows 2.3x slower than the gradient rows).
+# caller's IR, where the caller's fastmath flags (none) replace theirs and the reductions would
+# stay scalar.
 # ----------------------------------------------------------------------------------------------
 
 @njit(cache=True, fastmath={"nnan", "ninf", "nsz", "reassoc"})
