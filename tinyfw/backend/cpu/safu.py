@@ -15,7 +15,7 @@ already one vectorised pass).
 The three contexts in one call each way (``safu_contexts_forward/backward``, what ``SAFUMixer``
 and ``SAFU`` run): one pass over the positions of a sequence writes each row of
 ``z = [h; r; d]`` where it lies (the block attention, the R shifted copies and the running mean),
-and one pass back gathers the gradient of x from the three column groups of ``dz``, so neither
+and one pass back collects the gradient of x from the three column groups of ``dz``, so neither
 direction builds the pieces of z or their gradients as separate arrays. A sequence (batch row)
 is the unit of work: the running mean runs along it. The backward scatters ``a_tk dh_t +
 scale ds_tk q_t`` into ``dx_{t-k}`` within its own row, so rows never share memory. Small calls
@@ -41,8 +41,8 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 # Work (multiply-adds and copied elements, ``_contexts_work``) from which a contexts call is split
 # by rows between the calling thread and helper threads, and from which it runs in Numba's pool.
-# The W2 model's call (12 x 64 positions, D = 128, block 8, radial 2) is ~1.2M: split in two on
-# 2 cores. W10's longest (4 x 4096 positions) runs in the pool.
+# The W2 model's call (12 x 64 positions, D = 128, block 8, radial 2) is ~1.9M: split in two on
+# 2 cores. W10's (B = 4, D = 256) from L = 1024 on run in the pool.
 CONTEXTS_SPLIT_MIN_WORK = 1 << 19
 CONTEXTS_PARALLEL_MIN_WORK = 1 << 24
 
