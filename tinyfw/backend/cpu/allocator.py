@@ -2,11 +2,11 @@
 
 By default glibc serves every large block (from a few hundred KB up) with a fresh ``mmap`` and
 unmaps it on ``free``. A training step allocates and frees the same activation and gradient
-arrays every step, so each of them is page-faulted in again, page by page: measured on the W1
-step (``bench/profile_w1.py``, 1 thread), 8200 minor page faults and 28 ms of kernel time per
-step, 149 ms per step in all; with the settings below 11 page faults, 4 ms of kernel time and
-110 ms per step. The cost is that up to ``TRIM_THRESHOLD`` of freed memory stays with the process
-(it is reused by the next step's arrays).
+arrays every step, so each of them would be page-faulted in again, page by page, at a cost in
+kernel time of a sizeable share of a small model's step. With the settings below the freed
+blocks stay on malloc's heap and the next step reuses them. The cost is that up to
+``TRIM_THRESHOLD`` of freed memory stays with the process (the profile is in
+``bench/NOTES.md``).
 
 The settings apply to the whole process (they are malloc's), once, when the CPU backend loads.
 Set ``TINYFW_MALLOC_TUNING=0`` to leave malloc alone. Other C libraries (macOS, musl) are left
@@ -15,9 +15,7 @@ alone.
 ``copy_aligned`` (used by ``tinyfw.tensor``) puts the copy of a large array on a 64-byte boundary,
 as PyTorch's CPU allocator does. malloc, and so NumPy, gives 16-byte alignment: three arrays in
 four start inside a cache line, and then every 64-byte (AVX-512) load of a kernel's inner loop
-touches two lines. Measured on the 2-core EPYC (Zen 5), layer norm on float32 (8192, 768), 2
-threads, p10 of 100 interleaved calls: backward 2136-2332 us with inputs 16 bytes off a line
-against 1936-1996 us on line boundaries, forward 1074-1096 against 973-1018 us.
+touches two lines, which slows memory-bound kernels such as layer norm by several percent.
 """
 import ctypes
 import math

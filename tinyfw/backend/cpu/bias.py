@@ -1,12 +1,11 @@
 """The two halves of a bias on the CPU: add a vector to every row, and sum the rows.
 
 ``Linear`` adds its bias to the matmul's output in place (``iadd``) and its backward sums the
-output gradient over the rows (``sum`` with ``axis=0``). NumPy does both correctly but slowly for
-this shape: the broadcast add of a ``(768, 512)`` float32 array and a ``(512,)`` bias took 38 us,
-the column sum 29 us; the kernels here take 19 and 20 us (2-core AMD EPYC, 2026-11-30; W1 makes
-16 such adds and 17 such sums per step). They are plain row loops over contiguous memory that
-LLVM vectorises; anything they do not cover falls back to NumPy, which is also their reference
-(``tests/test_bias.py``).
+output gradient over the rows (``sum`` with ``axis=0``). NumPy does both correctly, but its
+broadcast add and column sum take up to twice as long as a plain loop at the shapes of a small
+model (a W1 step makes 16 such adds and 17 such sums; timings in ``bench/NOTES.md``). The kernels
+here are plain row loops over contiguous memory that LLVM vectorises; anything they do not cover
+falls back to NumPy, which is also their reference (``tests/test_bias.py``).
 
 - ``iadd(target, value)``: ``target += value`` in place.
 - ``sum(x, axis, keepdims)``: ``np.sum``; the column sum of a 2-D array adds blocks of 32 rows
@@ -32,8 +31,8 @@ def _add_to_rows(target, row):
             t[j] += row[j]
 
 
-# Rows summed in the input dtype per block before the block's sum joins the float64 total: a
-# float64 add per element took 24 us for (768, 512) float32, against 20 us this way.
+# Rows summed in the input dtype per block before the block's sum joins the float64 total: longer
+# blocks convert to float64 less often, shorter ones keep the input-dtype sums more accurate.
 SUM_BLOCK_ROWS = 32
 
 

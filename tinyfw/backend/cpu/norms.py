@@ -17,31 +17,20 @@ Design (each array is read or written once from memory; a row, a few KB, then st
   only when dmu^2 is large against var (x[0] far out in its row); it is used when
   ``dmu^2 <= VARIANCE_SHIFT_LIMIT * var``, where its relative error stays within about
   ``1 + VARIANCE_SHIFT_LIMIT`` times that of the sums, and otherwise a second pass sums the
-  squares of the centred values (no cancellation). One pass instead of two: the forward on
-  float32 (8192, 768) takes 0.89-0.93 ms instead of 1.01-1.05 (see below). The subtractions go
-  through ``_sub``, compiled without fastmath, so LLVM cannot re-associate them into
-  ``x - (x[0] + dmean)``, which would bring the rounding back.
+  squares of the centred values (no cancellation). One pass instead of two saves a pass over
+  every row in the common case. The subtractions go through ``_sub``, compiled without
+  fastmath, so LLVM cannot re-associate them into ``x - (x[0] + dmean)``, which would bring the
+  rounding back.
 * No branches in the inner loops: an absent weight is passed as ones, an absent bias as zeros.
 * The backward's parameter gradients (dw, db: sums over all rows) are summed per chunk of at most
   ``ROWS_PER_PARTIAL`` rows, in the input dtype; the chunk partials are then added in float64, in
   chunk order, so the result does not depend on which thread ran which chunk. dx takes one pass
   over the row for its two row sums and one to write dx (the second reads the row from L1).
 
-Measured on a 2-core AMD EPYC (Zen 5, AVX-512; 32 MB L3), 2 threads, Numba 0.68 (workqueue
-layer), PyTorch 2.14 CPU; p10 of 150 interleaved calls, float32 (8192, 768) (W5's size):
-
-* layer norm forward 0.89-0.93 ms (1.01-1.05 with the two-pass variance); PyTorch's
-  ``native_layer_norm`` 0.95-1.08 ms. Backward 1.6-1.8 ms; PyTorch's 1.6-1.7 ms. Both directions
-  are memory-bound: x and dy come from memory once, every later pass over a row reads L1.
-* inputs that do not start on a 64-byte boundary cost 7% (forward) to 10-15% (backward): each
-  AVX-512 load then touches two cache lines (see ``allocator.copy_aligned``).
-* the forward kernel alone on one thread (p10 of 1000 calls): (768, 128) (W1's activations,
-  9 per step) 23.6 -> 22.7 us with the one-pass variance, (768, 768) 81 -> 63 us.
-* tried and left out: non-temporal (streaming) stores for y and dx through a scratch row in L1
-  (forward no faster, backward 2-5%: not worth an LLVM intrinsic and a second code path); the
-  backward on pairs of rows and software prefetch of the next row (no gain); the backward's
-  dw/db sums in the dx pass instead of the first (3-4% faster at this size, 14% slower for
-  (768, 768) on one thread); these kernels on the helper thread instead of Numba's pool (slower).
+Both directions are memory-bound: x and dy come from memory once, every later pass over a row
+reads L1. Inputs that start on a 64-byte boundary run faster, since each AVX-512 load then
+touches one cache line (see ``allocator.copy_aligned``). Timings, and the variants tried and
+left out, are in ``bench/NOTES.md``.
 """
 import numba
 import numpy as np
@@ -59,19 +48,21 @@ __all__ = [
 ]
 
 
-# Below this many elements (N * D) one thread does the whole job. Waking Numba's thread pool costs
-# more than the work for small inputs (a generation step normalises one row), and on a busy machine
-# far more; in a training step it also competes with OpenBLAS's spinning threads, so even the
-# (768, 128) activations of the GPT benchmark (W1) run faster on the calling thread.
-# Tests set it to 0 or to a huge value to exercise both paths.
+# Below this many elements (N * D) one thread does the whole job: waking Numba's thread pool costs
+# more than the work for small inputs (a generation step normalises one row), and in a training
+# step the pool also competes with OpenBLAS's spinning threads, so the (768, 128) activations of
+# the GPT benchmark (W1) stay on the calling thread. Tests set it to 0 or to a huge value to
+# exercise both paths.
 PARALLEL_MIN_ELEMENTS = 1 << 18
 
 # The backward's parameter-gradient partial sums (dw, db) are kept in the input dtype; each covers
-# at most this many rows, and the partials are added in float64 afterwards.
+# at most this many rows, and the partials are added in float64 afterwards. Fewer rows per partial
+# keep the input-dtype sums short (accuracy), more rows mean fewer partials to store and add.
 ROWS_PER_PARTIAL = 256
 
 # On the parallel path, the rows are cut into at least this many chunks per thread, handed out
-# dynamically (see the drivers).
+# dynamically (see the drivers): more chunks let a thread on a busy core fall behind without
+# holding up the others, fewer chunks mean fewer claims on the shared counter.
 CHUNKS_PER_THREAD = 16
 
 # Layer norm's one-pass variance is kept when dmu^2 <= this * var (see the module docstring).
