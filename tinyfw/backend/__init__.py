@@ -11,13 +11,12 @@ def _use_workqueue_threads():
     """Run Numba's parallel kernels on its ``workqueue`` threading layer, unless the user chose one.
 
     Numba would otherwise pick OpenMP, whose idle threads keep spinning after each kernel and
-    compete for the cores with NumPy's BLAS threads (and with PyTorch's, in the same process).
-    Measured on 2 cores, one W1 training step (bench/): OpenMP 377 ms, workqueue 138 ms, one
-    thread 181 ms; a PyTorch step run in the same process afterwards 1760 ms with OpenMP, 51 ms
-    with workqueue. The layer is fixed at Numba's first parallel launch, so this runs when tinyfw
-    is imported, and sets the environment too because Numba re-reads it when it reloads its
-    configuration (importing numba.cuda does). workqueue does not support parallel kernels
-    launched from several Python threads at once; tinyfw launches them from one.
+    compete for the cores with NumPy's BLAS threads (and with PyTorch's, in the same process):
+    on 2 cores that makes a training step about three times slower (bench/NOTES.md). The layer
+    is fixed at Numba's first parallel launch, so this runs when tinyfw is imported, and sets the
+    environment too because Numba re-reads it when it reloads its configuration (importing
+    numba.cuda does). workqueue does not support parallel kernels launched from several Python
+    threads at once; tinyfw launches them from one.
     """
     if "NUMBA_THREADING_LAYER" in os.environ:
         return
@@ -41,8 +40,8 @@ def _short_blas_spin():
     matmul comes every ~0.3 ms, they never stop, and any other thread of this process (tinyfw's
     helper threads, ``backend/cpu/helper_threads.py``) shares its core with a spinner. With 2^16
     cycles they stay awake between back-to-back matmuls and sleep during the fused kernels in
-    between. Measured on 2 cores (W1 step, attention split over two threads): default timeout
-    29.8-31.2 ms, 16: 27.3-28.7 ms, 4 (sleep at once, every matmul wakes them): 34.7 ms.
+    between: a shorter spin would make every matmul wake them, a longer one keeps them on the
+    cores through the fused kernels (timings in bench/NOTES.md).
 
     OpenBLAS reads the variable once, when NumPy loads it, so this runs when tinyfw is imported
     (``tinyfw/__init__.py`` imports this package before NumPy) and only if NumPy is not loaded

@@ -47,43 +47,19 @@ __all__ = [
 ]
 
 
-# Below this many elements (of the largest array a call reads) one thread does the whole job:
-# waking Numba's thread pool costs more than the work, and on a busy machine far more. Tests set
-# it to 0 or to a huge value to exercise both paths.
-#
-# Measured (2-core AMD EPYC shared with other jobs, load ~11, NUMBA_NUM_THREADS=2, omp layer,
-# float32, ms per call, minimum of 3 x 200 back-to-back calls, serial / parallel):
-#     elements:              4k            8k            16k           32k           65k
-#     softmax fwd+bwd C=65   0.031/0.040   0.065/0.045   0.099/0.067   0.19/0.13     0.37/0.25
-#     GELU fwd+bwd (erf)*    0.095/0.060   0.19/0.10     0.44/0.20     -             1.9/1.3
-#     Adam                   0.046/0.041   -             0.13/0.094    0.13/0.078    0.25/0.13
-# (* the float64 libm GELU loop, before the vectorised float32 path; that one is ~7x cheaper.)
-# So with the pool awake, threads pay from ~4-8k elements on. But when the pool has been idle
-# (calls 0.3-5 ms apart, as between the ops of a step or in tests), waking it cost a median of
-# 20-45 ms on that busy machine: a (3, 4, 5) softmax took 8-10 ms at best, 20 ms typically,
-# against 0.04-0.1 ms serially; the (768, 65) softmax fwd+bwd 37-46 ms against 0.4-0.5 ms.
-# 1 << 16 keeps every call that costs under ~0.25 ms on one thread (its parallel gain is
-# ~0.1 ms at best) and runs the larger ones, where threads save real time, in parallel.
-# These figures were taken under Numba's OpenMP layer and before the GELU and Adam loops were
-# vectorised. tinyfw now runs on the workqueue layer (backend/__init__.py), whose workers sleep
-# between launches, and re-measured there (2-core AMD EPYC, 2 threads, 2026-11-29) a launch is
-# far dearer: an empty prange over 2 chunks costs 33-70 us; a float32 multiply-add over 1M
-# elements 65 us serial against 158 us (median) in parallel; the float32 GELU forward over
-# W1's 393k elements 0.29 ms serial against 0.39 ms in parallel, over 4M elements 3.2 against
-# 2.4 ms. In a W1 training step the pool also competes with OpenBLAS's threads, which keep
-# spinning for a while after each matmul: with every fused kernel on the calling thread the
-# step took 39.4-39.9 ms against 41.4-42.0 ms with the old thresholds. Hence 1 << 20: the W1
-# kernels (at most 393k elements) stay on the calling thread, large inputs (W5-W7: millions of
-# elements) still use the pool.
+# Below this many elements (of the largest array a call reads) Numba's thread pool is not used:
+# a launch on the workqueue layer (whose workers sleep between launches) costs more than it saves
+# on smaller inputs, and in a training step the pool also competes with OpenBLAS's threads, which
+# keep spinning for a while after each matmul. So a W1 step's kernels (at most 393k elements)
+# never wake the pool, while large inputs (W5-W7: millions of elements) use it. Tests set it to 0
+# or to a huge value to exercise both paths.
 PARALLEL_MIN_ELEMENTS = 1 << 20
 
 # From this many elements up to PARALLEL_MIN_ELEMENTS, a call is split between the calling thread
-# and helper threads (helper_threads.py), each range at least this large. Handing a range over
-# costs ~45 us, so a range must be worth more than that: 2^17 float32 elements take ~65 us in the
-# GELU forward, ~30 us in a softmax. In the W1 step (2 cores, 2026-11-30) its GELUs (393k
-# elements) are split, the rest of its fused kernels (at most 98k elements) stay on the calling
-# thread; per call, forward 200 -> 140-190 us, backward 260 -> 180-230 us (the helper's late
-# start eats much of the gain at this size).
+# and helper threads (helper_threads.py), each range at least this large: a range must take
+# longer than handing it to a helper (a thread wake-up, some tens of microseconds). In a W1 step
+# this splits the GELUs (393k elements) and leaves its other fused kernels (at most 98k elements)
+# on the calling thread.
 SPLIT_MIN_ELEMENTS = 1 << 17
 
 # Reassociation (SIMD lanes for row sums) and FMA contraction; not 'nnan'/'ninf', so inf and NaN
@@ -153,9 +129,7 @@ def _exp_shifted(row, shift, scale, out):
 
 # The exps run through ``_exp_shifted`` (the vectorised float32 exp, libm for float64) and the
 # row sums through ``_sum_float64`` (reassociated into SIMD lanes); see the cross-entropy
-# section below for why they are separate functions. Against the previous scalar libm loops
-# (2-core AMD EPYC, 1 thread, CPU time, float32 (4096, 512), forward / backward): softmax
-# 8.6 / 2.2 -> 2.5 / 2.5 ms, log-softmax 10.4 / 10.3 -> 2.7 / 1.6 ms.
+# section below for why they are separate functions.
 
 @njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def _softmax_forward_rows(x, y, start, stop):
@@ -278,9 +252,7 @@ def log_softmax_backward(y, dy):
 # ``fastmath.exp_float32``; float64: libm), under FMA contraction only: reassociation would be
 # applied to the inlined exp too and could undo its Cody-Waite split. The row sum is its own
 # function, whose reassociation (SIMD lanes, float64 accumulator) stays confined to it. The max
-# stays a plain scalar loop, so a NaN logit still makes its row NaN. Measured against the
-# previous scalar libm loops (2-core AMD EPYC, 1 thread, CPU time, float32, forward / backward):
-# W1's (768, 65) 0.205 / 0.141 -> 0.065 / 0.034 ms; W6's (8192, 8192) 266 / 224 -> 62 / 48 ms.
+# stays a plain scalar loop, so a NaN logit still makes its row NaN.
 
 @njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def _cross_entropy_forward_rows(logits, target, ignore_index, loss, lse, start, stop):
@@ -378,7 +350,7 @@ def _embedding_backward_segments(order, sorted_ids, starts, dout, dweight, start
 @njit(cache=True)
 def _embedding_backward_positions(ids, dout, dweight):
     # One thread: every position adds into its row in order (the same order as np.add.at), no
-    # sort needed. W1's (768 ids, 65 rows): 12 us here against 70 us with the sort.
+    # sort needed, which makes small calls several times cheaper than the sorted path.
     for i in range(ids.shape[0]):
         row = ids[i]
         for d in range(dout.shape[1]):
@@ -437,21 +409,12 @@ def embedding_backward(ids, dout, num_embeddings):
 #       Phi(x)  = erfc(z) / 2 for x < 0,  1 - erfc(z) / 2 for x >= 0
 #
 #   P's coefficients are Numerical Recipes' (Press et al., 2nd ed., section 6.2, function erfcc,
-#   a Chebyshev fit): fractional error < 1.2e-7 for all z >= 0 (checked here in float64 against
-#   scipy's erfc on [0, 12]: 1.04e-7). exp is ``fastmath.exp_float32``. Against the float64
-#   reference, over 4M float32 inputs in [-12, 12] and 4M draws of 3 * randn, the largest error
-#   was 0.15 (forward) and 0.43 (backward, at the root of Phi + x phi near x = -0.75, where any
-#   float32 evaluation cancels) of the tests' tolerance 2e-7 + 2e-6 |reference|.
+#   a Chebyshev fit): fractional error < 1.2e-7 for all z >= 0. exp is ``fastmath.exp_float32``.
+#   The result stays within half of the tests' tolerance 2e-7 + 2e-6 |reference| of the float64
+#   reference, forward and backward (the backward's worst case is at the root of Phi + x phi near
+#   x = -0.75, where any float32 evaluation cancels; the error survey is in bench/NOTES.md).
 #   inf, -inf and NaN give what the reference gives (GELU(-inf) = -inf * 0 = NaN there).
-#
-# Measured (2-core AMD EPYC shared with two long demo jobs, float32 (12, 64, 512) = 393k elements
-# as in W1's MLP, ms per call through gelu_forward / gelu_backward, min of 50 calls, before
-# (the float64 libm loop) and after timed interleaved in one process):
-#                                        forward          backward
-#     1 thread                           4.5 -> 0.63      7.2 -> 0.87
-#     2 threads, load ~2 (demos only)    4.5 -> 0.38      7.1 -> 0.48
-#     2 threads, load ~6 (+ test run)    4.8 -> 0.63      4.7 -> 0.91
-# ~1.6-2.2 ns per element on one thread, from ~12-18: the loops now run 8 lanes wide with FMA.
+#   The loops run 8 lanes wide with FMA, several times faster than the scalar libm loop.
 #
 # Two Numba options make the float32 loops vectorise; both keep IEEE inf/NaN semantics:
 # ``error_model="numpy"`` drops the ZeroDivisionError check of ``1 / (1 + z / 2)`` (its
@@ -594,8 +557,7 @@ def _adam_slice(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
                 bias_correction2_sqrt):
     # Indexed from 0 over whole slices and without the ZeroDivisionError check
     # (error_model="numpy"; the denominator is >= eps > 0), so LLVM vectorises the loop (8 float32
-    # lanes, vsqrtps/vdivps), as for the float32 GELU above. Measured, AdamW float32, 1 thread:
-    # 65k elements 0.51 -> 0.12 ms, 10M elements 41 -> 8.2 ms (2 threads: 0.33 -> 0.15, 40 -> 8.8).
+    # lanes, vsqrtps/vdivps), as for the float32 GELU above.
     for i in range(param.shape[0]):
         p = param[i]
         g = grad[i]

@@ -10,17 +10,16 @@ run one (``core_kernels._run`` and ``attention._launch`` choose by the size of t
   takes the first range and the helper threads the others;
 - large work (W4-W7's inputs): Numba's parallel pool (the kernels' ``prange`` drivers).
 
-Why not Numba's pool for the middle too: measured on 2 cores inside a W1 step (2026-11-30,
-attention only; ``OPENBLAS_THREAD_TIMEOUT=16`` for both), the step took 28.3-34.5 ms with the
-attention's ``prange`` drivers and 27.3-28.7 ms split over a helper thread, against 29.9-33.8 ms
-serially. Handing a range to a helper costs ~45 us (its wake-up), so only calls of ~0.1 ms and
-more are split.
+Why not Numba's pool for the middle too: a pool launch costs more, and varies more, than waking
+one helper, so at these sizes the helpers gain where the pool barely breaks even. Handing a
+range to a helper still costs a thread wake-up (some tens of microseconds), so only calls of
+about 0.1 ms and more are split.
 
 Helpers only pay when NumPy's BLAS does not keep the other cores busy between matmuls:
 ``ENABLED`` is true when NumPy uses OpenBLAS with a short spin (``BLAS_SPIN_IS_SHORT`` in
-``tinyfw/backend/__init__.py``). Measured with OpenBLAS's default spin, the same split made the
-step slower (29.8-31.2 ms against 29.1-30.0 serially): the helper shared its core with a
-spinning BLAS thread.
+``tinyfw/backend/__init__.py``). With OpenBLAS's default spin a helper shares its core with a
+spinning BLAS thread, and splitting makes the step slower. The measurements are in
+``bench/NOTES.md``.
 """
 import os
 import threading
@@ -97,8 +96,9 @@ def _spin_until_set(flags, max_polls):
 
 
 # How long the calling thread polls for its helpers before it blocks on them: ~1 ms. Blocking
-# costs a wake-up of its own when they finish (~45 us measured, as long as handing a range over),
-# and the helpers normally finish within tens of microseconds of the calling thread's range.
+# costs a wake-up of its own when they finish (as long as handing a range over), and the helpers
+# normally finish within tens of microseconds of the calling thread's range; polling longer
+# wastes a core when a helper is late.
 MAX_POLLS = 1 << 16
 
 _DONE, _FAILED = 1, 2
@@ -114,11 +114,9 @@ def _helper_range(kernel, args, start, stop, flags, i):
     flags[i] = _DONE
 
 
-# The calling thread's range is this much larger than a helper's: a helper starts ~45 us after
-# it (its wake-up), so equal ranges would leave the calling thread waiting at the end. Measured
-# in the W1 step (2 cores, 2026-11-30; per call, medians of 40 steps, noisy machine): weights
-# 1.0 / 1.15 / 1.3 / 1.45 gave the attention forward 354 / 336 / 324 / 338 us, the GELU forward
-# 180 / 191 / 140 / 145 us.
+# The calling thread's range is this much larger than a helper's: a helper starts a wake-up after
+# it, so equal ranges would leave the calling thread waiting at the end, and too large a first
+# range leaves the helper idle instead.
 FIRST_RANGE_WEIGHT = 1.25
 
 
