@@ -6,7 +6,7 @@ into autograd. The radial context (a concatenation of shifted copies) needs no k
 
 :func:`safu_contexts` is all of it at once, what the SAFU modules run: the cached comparisons
 ``q = x W_A`` (one matmul) and ``z = [h; r; d]`` (one fused kernel each way), one graph node
-instead of the dozen that the pieces above make of it.
+instead of the nine that the pieces above make of it.
 """
 import numpy as np
 
@@ -173,7 +173,8 @@ def safu_contexts(x, w_a, block, radial, use_document, scale=1.0, past=None, pre
     / ``prev_count``, the sum and count of all earlier inputs. Returns ``(z, a)``: z (B, L, d_z)
     with d_z = ((block > 0) + radial + use_document) * D, and the block attention weights
     a (B, L, block) (None when block = 0). Differentiable in x and w_a (and through ``a``).
-    Equals ``cat([safu_block_attention(...)[0], radial_context(...), running_mean(...)])``.
+    Equals ``cat([safu_block_attention(x, scale * x @ w_a, block)[0], radial_context(x, radial),
+    running_mean(x)], -1)`` (with the history: the same over ``cat([past, x])``, x's rows kept).
     """
     op = "safu_contexts"
     _check_tensor(op, "x", x)
