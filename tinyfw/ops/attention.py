@@ -50,9 +50,9 @@ class PackedCausalSelfAttention(Function):
     ``packed_attention_forward/backward`` (the CPU kernels read the heads where they lie and
     write y and the (B, L, 3D) gradient in place). Done as separate ops, the split costs three
     Index nodes whose backwards each scatter into a zeroed (3, B, H, L, Dh) array that autograd
-    then sums, and a permute whose gradient has to be copied back into order: about 1.5 ms of
-    the 45 ms W1 training step (bench/README.md); the backend's concatenation of the gradients
-    and copy of the merged output another ~0.3 ms of 27.
+    then sums, and a permute whose gradient has to be copied back into order, and the backend
+    would concatenate the gradients and copy the merged output; one Function does none of that
+    (what it saves in a W1 step is in bench/NOTES.md).
     """
 
     @staticmethod

@@ -31,10 +31,10 @@ __all__ = ["linear_attention", "delta_rule", "choose_method", "AUTO_CHUNKED_MIN_
 METHODS = ("auto", "recurrent", "chunked")
 
 #: 'auto' uses the chunked form when a head's state has at least this many numbers (Dk * Dv)
-#: and the sequence is longer than one chunk. Measured on the 2-core development machine
-#: (float32, forward + backward, see ``tests/test_fast_weights_ops.py`` notes and the report):
-#: the Numba recurrence wins up to Dk = Dv = 64, the two are even at 128 x 128, and the chunked
-#: form is about twice as fast at 256 x 256.
+#: and the sequence is longer than one chunk: the recurrence updates the state token by token in
+#: loops, the chunked form does the updates as matrix products at the price of extra work within
+#: each chunk; the products win once the state is large, and on the CPU the two cost about the
+#: same at 128 x 128 (bench/NOTES.md).
 AUTO_CHUNKED_MIN_STATE = 128 * 128
 
 

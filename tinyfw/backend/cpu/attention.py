@@ -10,29 +10,12 @@ Two paths, chosen by length (``DENSE_MAX_LENGTH``, 128):
   caller's strided q/k/v/do views and writes the outputs (which may be views too: ``out=``)
   where they lie, so nothing is copied (see the dense section). The queries are taken in
   blocks of ``QUERY_BLOCK`` (32): a causal block only multiplies the keys up to its last query,
-  so at T = 64 a quarter of the products (the fully masked upper-right block) is skipped.
-  Measured at W1's shape on one thread (ms per call, forward / backward): the previous
-  single-tile kernel 0.53 / 1.02; this one with one block of 64 0.54 / 1.10, blocks of 32
-  0.51 / 0.98, blocks of 16 0.51 / 0.97. The smaller GEMMs run less efficiently, so skipping a
-  quarter of the products saves about 5%.
+  so at T = 64 a quarter of the products (the fully masked upper-right block) is skipped. The
+  smaller GEMMs run less efficiently, so this saves only about 5%; smaller blocks gain nothing
+  more.
 - long contexts: the row loops below, memory ``O(L)`` per thread.
 
-Measured for the dense path (2-core AMD EPYC shared with other jobs, load ~2.5-4; W1 shapes
-float32 (12, 4, 64, 32), causal, q/k/v/do the strided views ``nn.CausalSelfAttention`` makes;
-ms per call through attention_forward / attention_backward, min of 8 x 30 calls, the previous
-row kernels and these timed interleaved in one process):
-
-                         forward         backward
-    1 thread             1.49 -> 1.06    2.70 -> 1.90
-    2 threads            1.50 -> 1.02    2.60 -> 1.72
-
-BLAS takes ~0.6 of the forward's 1.0 ms (two 64x32x64 GEMMs per head, ~6 us each, half of the
-work in the masked triangle); the per-head copies ~0.1 ms (since removed). The previous
-wrapper's contiguous copies of the strided inputs were ~0.2 ms of its 1.5 ms forward, not the
-larger gap between the profile's 2.2 ms per call and the kernel: that gap lies outside this
-module.
-
-The row path, chosen by measurement (see "Measured" below): plain loops, not ``np.dot`` per head.
+The row path uses plain loops, not ``np.dot`` per head (why: at the end of this docstring).
 
 - ``prange`` over the ``B * H`` (batch, head) pairs; each pair owns its slices of every output,
   so threads never write the same memory. Smaller problems run on the calling thread, split by
@@ -49,22 +32,10 @@ The row path, chosen by measurement (see "Measured" below): plain loops, not ``n
   SIMD reductions) but keeps IEEE inf/NaN semantics (masked keys are skipped, never set to
   ``-inf``, so no inf arithmetic is needed in the first place).
 
-Measured (2-core CI-class machine shared with other jobs; ms per call, min of repeats,
-forward/backward, causal; NumPy reference / ``np.dot`` per head inside ``prange`` / these loops):
-
-    one thread, CPU time
-        float32 (12, 4, 64, 32)    5.3/9.1     1.2/1.9     1.3/2.4
-        float32 (1, 4, 1024, 32)   69/105      22/32       21/36
-        float64 (1, 4, 1024, 32)   74/117      32/68       32/68
-    two threads, wall time
-        float32 (12, 4, 64, 32)    9.8/12      3.0/1.0     4.0/1.2
-        float32 (1, 4, 1024, 32)   316/477     171/383     44/88
-        float32 (4, 4, 256, 32)    160/143     201/132     8.5/27
-
-Single-threaded, BLAS wins the small backward (its GEMMs are register-tiled). Run in ``prange``,
-the ``np.dot`` version was several times slower and erratic at the larger shapes, where BLAS
-starts its own threads (our reading: the BLAS pool and Numba's threads compete for the cores),
-while the loops kept their single-thread speed-up. The loops are the robust choice.
+Single-threaded, BLAS per head would win the small backward (its GEMMs are register-tiled), but
+called inside ``prange`` at the larger shapes it starts threads of its own, which compete with
+Numba's for the cores, and becomes slow and erratic, while the loops keep their single-thread
+speed: they are the robust choice. The timings behind both paths are in ``bench/NOTES.md``.
 """
 import numpy as np
 from numba import njit, prange
@@ -86,19 +57,16 @@ _FASTMATH_DENSE = {"contract"}
 
 # Below this many multiply-adds (B * H * Lq * Lk * (D + Dv)) one thread does the whole job: waking
 # Numba's thread pool costs more than the work (a generation step is one query row per head),
-# and on a busy machine far more. Tests set it to 0 or to a huge value to exercise both paths.
-# W1's call (12, 4, 64, 32), 12.6M, stays off Numba's pool: on the 2-core EPYC (2 threads,
-# workqueue layer, 2026-11-29) the prange drivers took a median 0.56-0.66 ms forward and
-# 0.87-1.26 ms backward against 0.51 and 0.98 ms serially (their best runs, 0.33 and 0.57 ms,
-# show what an idle second core would give), and inside a training step the pool also competes
-# with OpenBLAS's spinning threads (see PARALLEL_MIN_ELEMENTS in core_kernels.py). W4's shapes
-# (from (4, 4, 256, 32): 67M) run in parallel.
+# and inside a training step the pool also competes with OpenBLAS's spinning threads (see
+# PARALLEL_MIN_ELEMENTS in core_kernels.py). Tests set it to 0 or to a huge value to exercise both
+# paths. W1's call (12, 4, 64, 32), 12.6M, stays off the pool; W4's shapes (from (4, 4, 256, 32):
+# 67M) run in parallel.
 PARALLEL_MIN_WORK = 1 << 25
 
 # Below PARALLEL_MIN_WORK, a call of at least this much work per range is split by heads between
-# the calling thread and helper threads (helper_threads.py: a hand-over costs ~45 us, about 2M
-# multiply-adds of this kernel). W1's (12, 4, 64, 32) call, 12.6M, is split in two on 2 cores:
-# inside the W1 step (2026-11-30), per layer, forward 0.50 -> 0.35 ms, backward 1.10 -> 0.68 ms.
+# the calling thread and helper threads (helper_threads.py): a range must be worth more than a
+# hand-over to a helper, which costs about as much as 2M multiply-adds of this kernel. W1's
+# (12, 4, 64, 32) call, 12.6M, is split in two on 2 cores.
 SPLIT_MIN_WORK = 1 << 21
 
 # Up to this many keys (and queries) per head the dense path runs: the (Lk, Lq) score tile of a
@@ -229,11 +197,6 @@ def _parallel_attention_backward(do, q, k, v, o, lse, scale, causal, offset, dq,
 # are per query, so with queries along the contiguous axis the max, exp and sums run as
 # elementwise vector operations over query columns (no horizontal reductions, no short causal
 # rows), and the mask is a select.
-#
-# Measured (2-core AMD EPYC, one thread, W1's float32 (12, 4, 64, 32) heads as strided views of
-# the packed projection, median of 300 calls, 2026-11-30), per-head copies and np.dot against
-# these gemm calls: forward 0.455 -> 0.392 ms, backward 0.925 -> 0.82 ms; in the W1 step (2
-# threads, alternating blocks of steps in one process) 27.55 -> 26.93 ms.
 
 @njit(inline="always")
 def _probabilities_t(st, stat, first_query, causal, offset, zero, pt):

@@ -253,9 +253,9 @@ def _solve_unit_lower(A, rhs, transpose=False):
     """Solve ``A X = rhs`` (or ``A^T X = rhs``) for unit lower-triangular A, batched over (B, H).
 
     This is forward (or back) substitution; SciPy runs it in LAPACK for every (B, H) matrix.
-    The solve runs in float64 whatever the inputs' dtype: the single-precision triangular solve
-    of the bundled OpenBLAS was measured 250 times slower than the double-precision one on a
-    64 x 64 system, and the extra precision costs nothing here.
+    The solve runs in float64 whatever the inputs' dtype: the bundled OpenBLAS's single-precision
+    triangular solve is far slower than its double-precision one (bench/NOTES.md), and the
+    extra precision costs nothing here.
     """
     X = scipy.linalg.solve_triangular(A.astype(np.float64), rhs.astype(np.float64), lower=True,
                                       unit_diagonal=True, trans="T" if transpose else "N",
