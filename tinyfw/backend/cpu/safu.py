@@ -48,7 +48,7 @@ CONTEXTS_PARALLEL_MIN_WORK = 1 << 24
 
 # The forward takes the softmax of this many positions at a time, slot by slot, so its max, exp
 # and sums run as vector loops over positions (rows of ``block`` <= 8 scores do not fill a
-# vector): at the W2 shape, one thread, the block part 0.17 -> 0.15 ms.
+# vector; bench/README.md, SAFU section, has the timings).
 POSITION_CHUNK = 64
 
 
@@ -157,8 +157,8 @@ def safu_block_attention_backward(dh, da, x, q, a, block):
 
 # ------------------------------------------------------------------ the three contexts at once
 # The loops below work on 1-D row views (``x[b, j]``, ``z[b, i][col:col + D]``): indexed by the
-# loop counter alone, they compile to plain vector loops (on 3-D indices with a computed column
-# the same loops ran 1.5-2.5x slower, measured at the W2 shape).
+# loop counter alone, they compile to plain vector loops, which 3-D indices with a computed
+# column do not.
 
 @njit(inline="always", fastmath=_FASTMATH)
 def _dot(u, v):
