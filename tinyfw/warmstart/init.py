@@ -40,6 +40,7 @@ co-occurrence half is the smoothed uniform row). Ids outside the range raise ``V
 bit cipher's all-zero code for unknown token types only arises when encoding raw tokens with
 ``BitCipher.encode``. An empty ``train_ids`` raises ``ValueError``.
 """
+import math
 import time
 import warnings
 
@@ -240,18 +241,37 @@ def _head_features(model, windows, batch_size=32):
     return feats.reshape(-1, feats.shape[-1]).astype(np.float64)
 
 
-def _calibrate_temperature(logits, targets, grid=None):
-    """The scale tau (from a grid) minimising the mean cross-entropy of ``tau * logits``."""
-    grid = np.concatenate([[0.0], np.geomspace(0.01, 4.0, 40)]) if grid is None else grid
-    best = (np.inf, 1.0)
-    rows = np.arange(len(targets))
-    for tau in grid:
-        s = tau * logits
-        s = s - s.max(axis=1, keepdims=True)
-        lse = np.log(np.exp(s).sum(axis=1))
-        loss = float((lse - s[rows, targets]).mean())
-        if loss < best[0]:
-            best = (loss, float(tau))
+def _mean_cross_entropy(logits, targets):
+    s = logits - logits.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(s).sum(axis=1))
+    return float((lse - s[np.arange(len(targets)), targets]).mean())
+
+
+def _calibrate_temperature(logits, targets, high=4.0, tol=1e-2):
+    """The scale tau in [0, high] minimising the mean cross-entropy of ``tau * logits``, and that
+    loss. The loss is convex in tau (a log-sum-exp of functions linear in tau minus a linear
+    term), so a golden-section search finds the minimum; tau = 0 (a uniform output) is compared
+    too, so the result is never worse than uniform."""
+    def loss(tau):
+        return _mean_cross_entropy(tau * logits, targets)
+
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = 0.0, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = loss(c), loss(d)
+    while b - a > tol:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = loss(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = loss(d)
+    best = (fc, c) if fc <= fd else (fd, d)
+    uniform = loss(0.0)
+    if uniform <= best[0]:
+        return 0.0, uniform
     return best[1], best[0]
 
 
