@@ -1,1 +1,1 @@
-"""tinyfw benchmark suite (see README.md here and design/BENCH.md)."""
+"""tinyfw benchmark suite (see README.md here and docs/BENCH.md)."""

@@ -1,6 +1,6 @@
 """Measuring tools shared by every workload: threads, the machine, the matmul peak, the timer.
 
-A figure only counts as a ratio measured side by side in one run (``design/BENCH.md``): the timer
+A figure only counts as a ratio measured side by side in one run (``docs/BENCH.md``): the timer
 runs the implementations of one workload in alternation (tinyfw, reference, torch, then the next
 round in a rotated order) and reports the median of each, so a burst of load from another process
 hits all of them alike instead of one.

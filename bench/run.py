@@ -1,4 +1,4 @@
-"""Run the standard workloads (``design/BENCH.md``) and write the results table.
+"""Run the standard workloads (``docs/BENCH.md``) and write the results table.
 
     python bench/run.py                       # everything, CPU, with PyTorch if importable
     python -m tinyfw bench --only W1,W5       # the same through the tinyfw command line

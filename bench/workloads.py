@@ -1,4 +1,4 @@
-"""The standard workloads W1-W9 of ``design/BENCH.md``, and W10 (SAFU scaling, issue 14).
+"""The standard workloads W1-W9 of ``docs/BENCH.md``, and W10 (SAFU scaling, issue 14).
 
 Every workload is a function ``w(ctx)`` that measures its cases with ``ctx.compare`` and returns
 result rows. A case has up to three implementations, timed side by side:

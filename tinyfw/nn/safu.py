@@ -2,12 +2,14 @@
 
 What follows the papers and what is tinyfw's design
 ---------------------------------------------------
-The papers' full texts were not available (``design/WARM_START_AND_SAFU.md``). From the abstracts
-and the talk: SAFU is a feed-forward unit whose self-attention compares the inputs to themselves
-through one matrix (no key/query/value projections), it combines a block context, a radial
-(position-dependent) context and a document context, it is meant to be solved explicitly
-(closed-form warm start) and then fine-tuned by backprop, and caching comparisons makes the
-attention linear in the sequence length. Everything else below is **tinyfw's design**: the exact
+The papers' full texts were not available; ``docs/WARM_START_AND_SAFU.md`` (its fidelity section)
+says point by point where each idea comes from. From the abstracts: SAFU is a feed-forward unit
+with self-attention that is meant to be solved explicitly (a closed-form warm start) and then
+fine-tuned by backprop. From the talk, as the design draft read it: the attention compares the
+inputs to themselves through one matrix (no key/query/value projections), it combines a block
+context, a radial (position-dependent) context and a document context, and caching comparisons
+makes the attention linear in the sequence length. Everything else below is **tinyfw's design**:
+the exact
 formulas of the three contexts, ``z = [h; r; d]``, the optional hidden softmax layer, the
 stacking rule of :class:`SAFULanguageModel` and the whole of :class:`SAFUMixer`.
 
@@ -269,10 +271,10 @@ class SAFULanguageModel(Module):
     * ``'mix'``: ``x^{l+1}_t = (1 - mix) x^l_t + mix p^l_t E`` (width ``d_in``), a residual mix.
 
     Both keep every input non-negative (unit L1 norm per block of ``d_in`` when E's rows have
-    it), so the explicit solution applies to every layer. Measured on toy Markov chains, 'mix'
-    makes the layer-by-layer explicit solution of layer 2 worse than layer 1 alone: the dense
-    expected vector adds a little mass to every feature of every example, which blurs all rows
-    of ``F = X^T Y``; 'concat' keeps the token features clean. The logits of the last layer
+    it), so the explicit solution applies to every layer. 'concat' is the default because
+    'mix' blurs the explicit solution of the layers above the first: the dense expected vector
+    adds a little mass to every feature of every example, and so to every row of
+    ``F = X^T Y``, while 'concat' keeps the token features clean. The logits of the last layer
     are the model's output.
 
     Parameters

@@ -1,6 +1,6 @@
 """Explicit (closed-form) training of SAFU layers, then optional fine-tuning with Adam.
 
-The procedure (spec step 6, ``design/WARM_START_AND_SAFU.md``; **tinyfw design** where the
+The procedure (spec step 6, ``docs/WARM_START_AND_SAFU.md``; **tinyfw design** where the
 papers were not available):
 
 1. **Uniform attention.** ``W_A = 0``: every position of the block gets the same weight. Compute

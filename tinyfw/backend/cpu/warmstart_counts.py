@@ -11,13 +11,12 @@ its solve with these. All arithmetic is float64.
 - ``softmax_cross_entropy_rows``: per row of logits, the max, the exps, their sum and the loss
   in one pass while the row is in cache (and ``p - y`` in place of the logits for the
   gradient), where NumPy makes a temporary per step over the whole block. The float64 exp is
-  a vectorisable one (``_exp_float64``: libm's ``exp`` is a scalar call per element, ~4x
-  slower here); it agrees with ``np.exp`` to 1-2 ulp. It first adds the product of a sparse
+  a vectorisable one (``_exp_float64``; libm's ``exp`` is a scalar call per element); it
+  agrees with ``np.exp`` to 1-2 ulp. It first adds the product of a sparse
   matrix with a weight matrix to the row (``sparse``), for the columns of the features that
   are mostly zero (``sparse_column_mask``): the radial context of cipher vectors has ~4 non-zero
   entries in 108, and one row of W per non-zero entry costs far less than BLAS's dense product
-  over all columns (single thread, 107k x 180 features, V = 2000: 10.5 us a row dense, 6.6 us
-  with the 105 columns under 1/8 density added sparsely).
+  over all columns (bench/README.md, "Explicit SAFU solve", has the figures).
 - ``offset_choices``: the argmin over the block window of ``x_{t-k} . g_t``, every position
   independently.
 - ``choice_counts``: ``F = sum_t x_t x_{t - k*(t)}^T`` over the kept positions; threads own
@@ -47,10 +46,9 @@ __all__ = ["target_counts", "softmax_cross_entropy_rows", "offset_choices", "cho
 MIN_PROBABILITY = 1e-300
 
 # Feature columns non-zero in fewer than this fraction of the rows are added to the logits one
-# row of W per non-zero entry, the rest by BLAS. A non-zero entry costs ~6x a dense column in
-# BLAS's product (single thread, float64, V = 2000: 0.36 against 0.058 us a row), so the
-# break-even is near 1/6; on the SAFU features thresholds from 0.1 to 0.45 cost the same within
-# the noise (bench/README.md, "Explicit SAFU solve").
+# row of W per non-zero entry, the rest by BLAS. A non-zero entry costs several times a dense
+# column in BLAS's product, so sparse columns pay only below a density near 1/6 (figures in
+# bench/README.md, "Explicit SAFU solve").
 SPARSE_MAX_DENSITY = 0.125
 
 
@@ -64,8 +62,8 @@ def large_empty(shape):
 
     The solve's feature matrices (100-150 MB) are allocated a few times per solve, above
     malloc's mmap threshold (``allocator.py``: 32 MB), so each comes fresh from the kernel and
-    is page-faulted in 4 KB at a time: 0.25-0.45 s for 154 MB on the 2-core VM against
-    0.08-0.19 s on 2 MB pages (first touch, load ~4.5)."""
+    would be page-faulted in 4 KB at a time; 2 MB pages make the first touch several times
+    cheaper."""
     n = int(np.prod(shape))
     if n * 8 < LARGE_ARRAY_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
         return np.empty(shape)

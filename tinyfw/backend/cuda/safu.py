@@ -1,6 +1,6 @@
 """SAFU kernels: block-context attention with cached comparisons, the running-mean document
 context, and the score-table look-ups (reference: backend/reference/safu.py, which documents the
-math; design/WARM_START_AND_SAFU.md).
+math; docs/WARM_START_AND_SAFU.md).
 
 Block attention: one thread per position (b, t) computes its ``min(block, t + 1)`` scores
 ``q_t . x_{t-k}``, their softmax and ``h_t``; nothing is shared between positions. The backward

@@ -1,7 +1,7 @@
 """NumPy reference for the SAFU kernels: block-context attention with cached comparisons, and
 the running mean that gives the document context.
 
-SAFU (the self-attentive feed-forward unit, ``design/WARM_START_AND_SAFU.md``) compares its
+SAFU (the self-attentive feed-forward unit, ``docs/WARM_START_AND_SAFU.md``) compares its
 inputs to themselves through ONE matrix ``W_A``, with no key or value projections::
 
     s_tj = x_t^T W_A x_j            for the ``block`` positions j in (t - block, t]
