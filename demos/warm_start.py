@@ -129,6 +129,8 @@ def summarise(results):
         if model == "transformer" and init == "random":
             targets[fraction] = float(np.mean([min(m["val_loss"] for m in r["metrics"])
                                                for r in runs]))
+    best = {(r["model"], r["init"], r["fraction"], r["seed"]):
+            min(m["val_loss"] for m in r["metrics"]) for r in results}
     rows = []
     for (model, init, fraction), runs in sorted(groups.items(), key=lambda kv: (
             MODELS.index(kv[0][0]), kv[0][2], INITS.index(kv[0][1]))):
@@ -139,8 +141,15 @@ def summarise(results):
             hit = [m["elapsed_s"] for m in r["metrics"]
                    if target is not None and m["val_loss"] <= target]
             reach.append(hit[0] if hit else None)
+        # Paired with the cold run of the same seed: the same training batches and the same
+        # validation batches, so the difference is far less noisy than the two means.
+        paired = [best[(model, init, fraction, r["seed"])] - best[(model, "random", fraction,
+                                                                   r["seed"])]
+                  for r in runs if (model, "random", fraction, r["seed"]) in best]
         rows.append({
             "model": model, "init": init, "fraction": fraction, "seeds": len(runs),
+            "paired_best_loss_difference": mean_spread(paired) if paired else (None, None),
+            "paired_ahead": sum(d < 0 for d in paired),
             "train_tokens": runs[0]["train_tokens"], "parameters": runs[0]["parameters"],
             "start_ppl": mean_spread([math.exp(v[0]) for v in val]),
             "best_ppl": mean_spread([math.exp(min(v)) for v in val]),
@@ -175,6 +184,20 @@ def tables(rows, fractions):
         for init in INITS:
             cells = [next((fmt(r["best_ppl"]) for r in sub
                            if r["init"] == init and r["fraction"] == f), "-") for f in fractions]
+            if any(c != "-" for c in cells):
+                lines.append(f"| {init} | " + " | ".join(cells) + " |")
+        lines.append(f"\n{model}: best validation loss minus the cold run's of the same seed "
+                     "(nats; negative: the warm start is better), mean ± spread; (k/n): seeds "
+                     "where the warm start is better\n")
+        lines.append("| init | " + " | ".join(f"{f:.0%}" for f in fractions) + " |")
+        lines.append("|---" + "|---:" * len(fractions) + "|")
+        for init in INITS[1:]:
+            cells = []
+            for f in fractions:
+                r = next((r for r in sub if r["init"] == init and r["fraction"] == f), None)
+                cells.append("-" if r is None else
+                             f"{fmt(r['paired_best_loss_difference'], 3)} "
+                             f"({r['paired_ahead']}/{r['seeds']})")
             if any(c != "-" for c in cells):
                 lines.append(f"| {init} | " + " | ".join(cells) + " |")
         for title, key in (("before the first step", "start_ppl"),
@@ -340,13 +363,17 @@ def main(argv=None):
     fractions = [float(f) for f in args.fractions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    # The vocabulary size decides both models' shapes: one tiny run reads it.
+    # The vocabulary size decides both models' shapes: a tiny run reads it. A second one
+    # compiles the transformer's kernels, so that no timed run pays for Numba's compilation.
     probe = train(TrainConfig(data=corpus, tokenizer="word", vocab_size=args.vocab_size,
                               out=os.path.join(args.work, "probe"), steps=1, eval_iters=1,
                               batch_size=1, sample_tokens=0, model_kind="safu",
                               model={"context_length": args.context}), quiet=True)
     vocab = probe["tokenizer"].vocab_size
     transformer, safu_params, transformer_params = matched_transformer(args, vocab)
+    train(TrainConfig(data=corpus, tokenizer="word", vocab_size=args.vocab_size,
+                      out=os.path.join(args.work, "probe"), steps=1, eval_iters=1, batch_size=1,
+                      sample_tokens=0, model=transformer), quiet=True)
     print(f"vocabulary {vocab}; SAFU model {safu_params:,} parameters, transformer (width "
           f"{transformer['d_model']}) {transformer_params:,} "
           f"({transformer_params / safu_params - 1:+.1%})", flush=True)
