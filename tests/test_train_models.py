@@ -229,10 +229,10 @@ def test_patience_stops_early_and_keeps_the_best(tmp_path, corpus):
 
 # ------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("flags, message", [
-    (["--train-fraction", "0"], "--train-fraction: must be in (0, 1], got 0.0"),
-    (["--train-fraction", "1.5"], "--train-fraction: must be in (0, 1], got 1.5"),
-    (["--train-fraction", "nan"], "--train-fraction: must be in (0, 1], got nan"),
-    (["--lr", "nan"], "--lr: expected a finite number, got 'nan'"),
+    (["--train-fraction", "0"], "--train-fraction: expected a number in (0, 1], got 0.0"),
+    (["--train-fraction", "1.5"], "--train-fraction: expected a number in (0, 1], got 1.5"),
+    (["--train-fraction", "nan"], "--train-fraction: expected a number in (0, 1], got nan"),
+    (["--lr", "nan"], "--lr: expected a finite number, got nan"),
 ])
 def test_bad_numbers_are_usage_errors(tmp_path, corpus, capsys, flags, message):
     with pytest.raises(SystemExit) as e:
