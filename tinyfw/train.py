@@ -565,32 +565,15 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
     optimizer, scheduler = build_optimizer(cfg, model)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     batch_rng = np.random.default_rng(cfg.seed)
-    step, best_val, best_step, elapsed = 0, float("inf"), None, init_seconds
-    history = {"step": [], "loss": [], "lr": [], "eval_step": [], "eval_train_loss": [],
-               "val_loss": []}
-    if ckpt is not None:
-        if "optimizer" in ckpt:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        if "scheduler" in ckpt:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        step = int(ckpt["step"])
-        best_val = float(ckpt.get("best_val_loss", float("inf")))
-        best_step = ckpt.get("best_step")
-        elapsed = float(ckpt.get("elapsed", 0.0))
-        history = {k: list(v) for k, v in ckpt.get("history", history).items()}
-        rng = ckpt.get("rng", {})
-        if "global" in rng:
-            _random.set_rng_state(rng["global"])
-        if "batches" in rng:
-            batch_rng.bit_generator.state = rng["batches"]
-        # The schedule follows this run's settings (the same as the checkpoint's unless the
-        # command changed --steps, --lr, ...); only the position in it comes from the checkpoint.
-        scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
-        scheduler._apply()
+    if ckpt is None:
+        step, best_val, best_step, elapsed = 0, float("inf"), None, init_seconds
+        history = _empty_history()
+        metrics.start()
+    else:
+        step, best_val, best_step, elapsed, history = _restore_run(ckpt, cfg, optimizer,
+                                                                   scheduler, batch_rng)
         metrics.start(keep_upto=step)
         log(f"resumed from {ckpt_path} at step {step} (best val loss {best_val:.4f})")
-    else:
-        metrics.start()
 
     n_params = model.num_parameters()
     T, B = settings["context_length"], cfg.batch_size
@@ -722,6 +705,33 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
             "init_report": init_report, "checkpoint": ckpt_path, "metrics": metrics.path,
             "tokens_per_s": tokens_per_s, "n_params": n_params, "model": model,
             "tokenizer": data.tokenizer, "early_stopped": early_stopped}
+
+
+def _empty_history():
+    """The loss history of a run: per step, and per evaluation."""
+    return {"step": [], "loss": [], "lr": [], "eval_step": [], "eval_train_loss": [],
+            "val_loss": []}
+
+
+def _restore_run(ckpt, cfg, optimizer, scheduler, batch_rng):
+    """Put the optimiser, the schedule and both random generators back where the checkpoint
+    left them; returns ``(step, best_val, best_step, elapsed, history)``."""
+    if "optimizer" in ckpt:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    if "scheduler" in ckpt:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    rng = ckpt.get("rng", {})
+    if "global" in rng:
+        _random.set_rng_state(rng["global"])
+    if "batches" in rng:
+        batch_rng.bit_generator.state = rng["batches"]
+    # The schedule follows this run's settings (the same as the checkpoint's unless the command
+    # changed --steps, --lr, ...); only the position in it comes from the checkpoint.
+    scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
+    scheduler._apply()
+    history = {**_empty_history(), **{k: list(v) for k, v in ckpt.get("history", {}).items()}}
+    return (int(ckpt["step"]), float(ckpt.get("best_val_loss", float("inf"))),
+            ckpt.get("best_step"), float(ckpt.get("elapsed", 0.0)), history)
 
 
 def _jsonable(value):
