@@ -16,6 +16,20 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ and not (
 def force_helper_threads(monkeypatch, threads=3):
     """Split every kernel call that can be split with helper threads (helper_threads.py), into up
     to ``threads`` ranges (3: uneven ranges), whatever the machine and its BLAS."""
-    from tinyfw.backend.cpu import helper_threads
+    from tinyfw.backend.cpu.runtime import helper_threads
     monkeypatch.setattr(helper_threads, "ENABLED", True)
     monkeypatch.setattr(helper_threads, "_threads", lambda: threads)
+
+
+def launch_path(monkeypatch, policy, path):
+    """Make the launch policy named ``policy`` (backend/cpu/runtime/launch.py) run every call on
+    the calling thread ('serial'), split with helper threads ('split') or in Numba's pool
+    ('parallel'), whatever its size."""
+    from tinyfw.backend.cpu.runtime import launch
+    huge = 1 << 62
+    pool_min, split_min = {"serial": (huge, huge), "split": (huge, 0), "parallel": (0, huge)}[path]
+    monkeypatch.setattr(launch, policy, getattr(launch, policy)._replace(
+        pool_min_work=pool_min, split_min_work=split_min))
+    if path == "split":
+        force_helper_threads(monkeypatch)
+    return path

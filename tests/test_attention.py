@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import force_helper_threads
+from conftest import launch_path
 import tinyfw as fw
 from tinyfw.backend.cpu import attention as kernels
 from tinyfw.backend.reference import attention as ref
@@ -36,12 +36,7 @@ CASES = [
 def path(request, monkeypatch):
     """Run the kernels on the calling thread, split by heads with helper threads, or through the
     prange drivers, whatever the size."""
-    threshold = 0 if request.param == "parallel" else 1 << 62
-    monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", threshold)
-    monkeypatch.setattr(kernels, "SPLIT_MIN_WORK", 0 if request.param == "split" else 1 << 62)
-    if request.param == "split":
-        force_helper_threads(monkeypatch)
-    return request.param
+    return launch_path(monkeypatch, "ATTENTION", request.param)
 
 
 @pytest.fixture(params=["dense", "dense-blocks", "rows"])

@@ -1,9 +1,9 @@
-"""backend/cpu/blas.py: gemm on row-major views with any row stride == NumPy's product."""
+"""backend/cpu/runtime/blas.py: gemm on row-major views with any row stride == NumPy's product."""
 import numpy as np
 import pytest
 from numba import njit
 
-from tinyfw.backend.cpu.blas import gemm, gemm_scratch, rows_are_contiguous
+from tinyfw.backend.cpu.runtime.blas import gemm, gemm_scratch, rows_are_contiguous
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-13, atol=1e-13)}
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from conftest import force_helper_threads
+from conftest import launch_path
 import tinyfw as fw
 from tinyfw.backend import cpu as cpu_backend
 from tinyfw.backend.cpu import core_kernels as kernels
+from tinyfw.backend.cpu.runtime import launch
 from tinyfw.backend.interface import CORE_FUSED
 from tinyfw.backend.reference import core as ref
 
@@ -31,12 +32,7 @@ SHAPES = [(1,), (7,), (3, 5), (2, 3, 17), (4, 1, 33)]
 def path(request, monkeypatch):
     """Run the kernels on the calling thread, split with helper threads, or through the prange
     drivers, whatever the size."""
-    threshold = 0 if request.param == "parallel" else 1 << 62
-    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", threshold)
-    monkeypatch.setattr(kernels, "SPLIT_MIN_ELEMENTS", 0 if request.param == "split" else 1 << 62)
-    if request.param == "split":
-        force_helper_threads(monkeypatch)
-    return request.param
+    return launch_path(monkeypatch, "ROWS", request.param)
 
 
 def rng(seed=0):
@@ -68,14 +64,14 @@ def test_numba_module_defines_every_core_fused_name_and_the_backend_uses_it():
 def test_threshold_chooses_between_the_thread_and_the_parallel_driver(monkeypatch, threshold,
                                                                        want):
     calls = []
-    driver = kernels._parallel_softmax_forward
+    driver = launch._driver
 
-    def spy(*args):
+    def spy(kernel, template):
         calls.append("parallel")
-        return driver(*args)
+        return driver(kernel, template)
 
-    monkeypatch.setattr(kernels, "_parallel_softmax_forward", spy)
-    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", threshold)
+    monkeypatch.setattr(launch, "_driver", spy)
+    monkeypatch.setattr(launch, "ROWS", launch.ROWS._replace(pool_min_work=threshold))
     x = rng(0).standard_normal((6, 5))
     np.testing.assert_allclose(kernels.softmax_forward(x), ref.softmax_forward(x),
                                **TOL[np.float64])
@@ -83,7 +79,7 @@ def test_threshold_chooses_between_the_thread_and_the_parallel_driver(monkeypatc
 
 
 def test_tiny_inputs_run_on_the_calling_thread_by_default():
-    assert kernels._n_chunks(3 * 4, 3 * 4 * 5) == 1
+    assert launch.pool_threads(launch.ROWS, 3 * 4, 3 * 4 * 5) == 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -496,11 +492,13 @@ def test_adam_rejects_bad_input(backend):
 
 
 def test_importing_tinyfw_selects_the_workqueue_threading_layer():
-    """OpenMP's spinning idle threads made a 2-thread training step 3x slower (backend/__init__)."""
+    """OpenMP's spinning idle threads made a 2-thread training step 3x slower
+    (backend/cpu/runtime/environment.py)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     code = ("import numba, numpy as np, tinyfw\n"
             "from tinyfw.backend.cpu import core_kernels as k\n"
-            "k.PARALLEL_MIN_ELEMENTS = 0\n"
+            "from tinyfw.backend.cpu.runtime import launch\n"
+            "launch.ROWS = launch.ROWS._replace(pool_min_work=0)\n"
             "numba.set_num_threads(2) if numba.config.NUMBA_NUM_THREADS > 1 else None\n"
             "k.softmax_forward(np.ones((64, 8)))\n"
             "print(numba.threading_layer())\n")
@@ -511,11 +509,11 @@ def test_importing_tinyfw_selects_the_workqueue_threading_layer():
 
 def test_malloc_tuning_is_applied_on_glibc_and_can_be_switched_off(monkeypatch):
     import platform
-    from tinyfw.backend.cpu import allocator
+    from tinyfw.backend.cpu.runtime import environment
     monkeypatch.setenv("TINYFW_MALLOC_TUNING", "0")
-    assert allocator.tune_malloc() is False
+    assert environment.tune_malloc() is False
     monkeypatch.delenv("TINYFW_MALLOC_TUNING")
-    assert allocator.tune_malloc() is (platform.libc_ver()[0] == "glibc")
+    assert environment.tune_malloc() is (platform.libc_ver()[0] == "glibc")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
@@ -524,7 +522,7 @@ def test_tensor_copies_large_arrays_onto_64_byte_boundaries(dtype):
     (the memory-bound kernels load whole cache lines; see allocator.py), C-contiguous, equal,
     not shared; smaller arrays are plain copies. The offset view makes NumPy's own alignment
     irrelevant: the source starts 8 bytes past a line."""
-    from tinyfw.backend.cpu import allocator
+    from tinyfw.backend.cpu.runtime import allocator
     big = allocator.ALIGN_MIN_BYTES // 8 + 5
     raw = allocator.empty_aligned((2 * big + 8,), np.float64)
     raw[:] = np.arange(raw.size)

@@ -1,4 +1,4 @@
-"""Helper threads (tinyfw/backend/cpu/helper_threads.py): a split call covers every unit exactly
+"""Helper threads (tinyfw/backend/cpu/runtime/helper_threads.py): a split call covers every unit exactly
 once, waits for its helpers, reports their errors, never nests, and survives a fork."""
 import os
 import signal
@@ -9,7 +9,7 @@ import pytest
 from numba import njit
 
 from conftest import force_helper_threads
-from tinyfw.backend.cpu import helper_threads as H
+from tinyfw.backend.cpu.runtime import helper_threads as H
 
 
 @njit(nogil=True, cache=True)
@@ -98,10 +98,9 @@ def test_mid_size_kernels_are_split_and_others_are_not(monkeypatch):
     from tinyfw.backend.cpu import attention, core_kernels
     force_helper_threads(monkeypatch, threads=2)
     calls = []
-    for module in (core_kernels, attention):
-        monkeypatch.setattr(module, "run_split",
-                            lambda kernel, args, n, parts: (calls.append(parts),
-                                                            H.run_split(kernel, args, n, parts)))
+    run_split = H.run_split
+    monkeypatch.setattr(H, "run_split", lambda kernel, args, n, parts: (
+        calls.append(parts), run_split(kernel, args, n, parts)))
     x = np.random.default_rng(0).standard_normal((12, 64, 512)).astype(np.float32)   # W1's MLP
     core_kernels.gelu_forward(x, "none")
     core_kernels.gelu_forward(x[:1, :8], "none")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tinyfw as fw
+from conftest import launch_path
 from tinyfw.backend.cpu import norms as kernels
 from tinyfw.backend.reference import norms as ref
 from tinyfw.nn.normalization import LayerNorm, RMSNorm
@@ -21,9 +22,7 @@ SHAPES = [(1, 1), (7,), (3, 5), (2, 3, 17), (4, 1, 33), (0, 4)]
 @pytest.fixture(params=["serial", "parallel"])
 def path(request, monkeypatch):
     """Run the kernels on the calling thread or through the prange drivers, whatever the size."""
-    threshold = 0 if request.param == "parallel" else 1 << 62
-    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", threshold)
-    return request.param
+    return launch_path(monkeypatch, "NORMS", request.param)
 
 
 def rng(seed=0):

@@ -7,6 +7,7 @@ import pytest
 
 import tinyfw as fw
 from tinyfw.backend import cpu, reference
+from conftest import launch_path
 from tinyfw.backend.cpu import safu as cpu_safu
 from tinyfw.ops.linalg import matmul
 from tinyfw.ops.safu import radial_context, running_mean, safu_block_attention, safu_contexts
@@ -91,11 +92,7 @@ def test_reference_backward_matches_finite_differences(start, block, radial, use
 @pytest.fixture(params=["serial", "split", "parallel"])
 def cpu_path(request, monkeypatch):
     """Run the CPU kernels on the calling thread, split by rows, or in Numba's pool."""
-    split, parallel = {"serial": (1 << 60, 1 << 60), "split": (0, 1 << 60),
-                       "parallel": (0, 0)}[request.param]
-    monkeypatch.setattr(cpu_safu, "CONTEXTS_SPLIT_MIN_WORK", split)
-    monkeypatch.setattr(cpu_safu, "CONTEXTS_PARALLEL_MIN_WORK", parallel)
-    return request.param
+    return launch_path(monkeypatch, "SAFU_CONTEXTS", request.param)
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-11), (np.float32, 3e-5)])

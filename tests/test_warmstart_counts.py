@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 from numba import njit
 
-from conftest import force_helper_threads
+from conftest import launch_path
 import tinyfw as fw
 from tinyfw.autograd import no_grad
 from tinyfw.backend.cpu import core_kernels
@@ -32,14 +32,8 @@ TOL = dict(rtol=1e-12, atol=1e-13)
 @pytest.fixture(params=["serial", "split", "parallel"])
 def path(request, monkeypatch):
     """Run the kernels on the calling thread, split with helper threads, or through the prange
-    drivers, whatever the size (the thresholds are core_kernels', which the kernels use)."""
-    threshold = 0 if request.param == "parallel" else 1 << 62
-    monkeypatch.setattr(core_kernels, "PARALLEL_MIN_ELEMENTS", threshold)
-    monkeypatch.setattr(core_kernels, "SPLIT_MIN_ELEMENTS",
-                        0 if request.param == "split" else 1 << 62)
-    if request.param == "split":
-        force_helper_threads(monkeypatch)
-    return request.param
+    drivers, whatever the size (the kernels use launch's ROWS policy, as the core kernels do)."""
+    return launch_path(monkeypatch, "ROWS", request.param)
 
 
 def sparse_rows(rng, shape, density=0.3):

@@ -6,7 +6,7 @@
 
 This module only re-exports; each name lives in the file that defines it.
 """
-from . import backend as _backend  # noqa: F401  first: configures the thread pools before NumPy
+from .backend import cpu as _cpu_backend  # noqa: F401  first: sets up threads, BLAS before NumPy
 from .tensor import (Tensor, tensor, as_tensor, zeros, ones, full, randn, rand, randint, arange,
                      zeros_like, ones_like, full_like, randn_like, set_default_dtype,
                      get_default_dtype, float16, float32, float64, int32, int64, uint8, bool_,

@@ -17,7 +17,6 @@ import numbers
 import numpy as np
 
 from .backend import backend_for, normalize_device, device_of_array
-from .backend.cpu.allocator import copy_aligned
 from . import random as _random
 
 float16 = np.dtype(np.float16)
@@ -230,9 +229,9 @@ def tensor(data, dtype=None, requires_grad=False, device="cpu"):
         if array.dtype == object:
             raise TypeError(f"tensor: cannot make a tensor from {type(data).__name__} data "
                             "(ragged lists or non-numeric values?)")
-    array = copy_aligned(array, _infer_dtype(array, dtype))
+    array = np.asarray(array, dtype=_infer_dtype(array, dtype))
     device = normalize_device(device)
-    t = Tensor(backend_for(device).from_numpy(array), device=device)
+    t = Tensor(backend_for(device).from_numpy(array, copy=True), device=device)
     if requires_grad:
         t.requires_grad_(True)
     return t

@@ -12,7 +12,8 @@ Keep this list short: every primitive costs a CUDA kernel and a parity test.
 
 Creation and transfer
 ---------------------
-- ``from_numpy(a)``                      np.ndarray -> backend array (a copy on other devices)
+- ``from_numpy(a, copy=False)``          np.ndarray -> backend array (may share memory with a on
+                                          the CPU unless ``copy``; a copy on other devices)
 - ``to_numpy(x)``                        backend array -> np.ndarray (a host copy)
 - ``zeros(shape, dtype)``, ``full(shape, value, dtype)``
 - ``arange(start, stop, step, dtype)``

@@ -17,9 +17,9 @@ Two paths, chosen by length (``DENSE_MAX_LENGTH``, 128):
 
 The row path uses plain loops, not ``np.dot`` per head (why: at the end of this docstring).
 
-- ``prange`` over the ``B * H`` (batch, head) pairs; each pair owns its slices of every output,
-  so threads never write the same memory. Smaller problems run on the calling thread, split by
-  heads with helper threads when large enough (``PARALLEL_MIN_WORK``, ``SPLIT_MIN_WORK``).
+- The units of work are the ``B * H`` (batch, head) pairs; each pair owns its slices of every
+  output, so threads never write the same memory (``runtime/launch.py``, policy ``ATTENTION``,
+  decides between this thread, helper threads and Numba's pool).
 - One query row at a time, never the ``(Lq, Lk)`` score matrix: the scores of row ``i`` live in an
   ``Lk`` buffer, so memory stays ``O(L)`` per thread at any context length, and causal rows stop
   at their last visible key (half the work of a dense masked product).
@@ -38,11 +38,11 @@ Numba's for the cores, and becomes slow and erratic, while the loops keep their 
 speed: they are the robust choice. The timings behind both paths are in ``bench/NOTES.md``.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .blas import gemm, gemm_scratch, rows_are_contiguous
 from .fastmath import exp_of_dtype as _exp
-from .helper_threads import n_parts, run_split
+from .runtime import launch
+from .runtime.blas import gemm, gemm_scratch, rows_are_contiguous
 from ..reference.attention import packed_heads
 
 __all__ = ["attention_forward", "attention_backward", "packed_attention_forward",
@@ -54,20 +54,6 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 # of u - n ln 2, and its loops need no reordered sums to vectorise (they run along query rows).
 _FASTMATH_DENSE = {"contract"}
 
-
-# Below this many multiply-adds (B * H * Lq * Lk * (D + Dv)) one thread does the whole job: waking
-# Numba's thread pool costs more than the work (a generation step is one query row per head),
-# and inside a training step the pool also competes with OpenBLAS's spinning threads (see
-# PARALLEL_MIN_ELEMENTS in core_kernels.py). Tests set it to 0 or to a huge value to exercise both
-# paths. W1's call (12, 4, 64, 32), 12.6M, stays off the pool; W4's shapes (from (4, 4, 256, 32):
-# 67M) run in parallel.
-PARALLEL_MIN_WORK = 1 << 25
-
-# Below PARALLEL_MIN_WORK, a call of at least this much work per range is split by heads between
-# the calling thread and helper threads (helper_threads.py): a range must be worth more than a
-# hand-over to a helper, which costs about as much as 2M multiply-adds of this kernel. W1's
-# (12, 4, 64, 32) call, 12.6M, is split in two on 2 cores.
-SPLIT_MIN_WORK = 1 << 21
 
 # Up to this many keys (and queries) per head the dense path runs: the (Lk, Lq) score tile of a
 # head, 4 * 128 * 128 bytes = 64 KiB in float32, fits in L2, and BLAS on whole tiles beats the
@@ -81,8 +67,7 @@ QUERY_BLOCK = 32
 
 
 # Each kernel handles the (batch, head) pairs bh in [start, stop), flattened as bh = b * H + h;
-# the ``_parallel_*`` drivers give each pair to a thread, the wrappers call the kernels directly
-# (one thread) for small inputs.
+# ``launch.run`` (policy ``ATTENTION``) runs them on this thread, with helpers or in the pool.
 
 @njit(nogil=True, cache=True, fastmath=_FASTMATH)
 def _attention_forward_heads(q, k, v, scale, causal, offset, o, lse, start, stop):
@@ -173,19 +158,6 @@ def _attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk
             dq[b, h, i] = dqi
         dk[b, h] = dkb
         dv[b, h] = dvb
-
-
-@njit(parallel=True, cache=True)
-def _parallel_attention_forward(q, k, v, scale, causal, offset, o, lse):
-    for bh in prange(q.shape[0] * q.shape[1]):
-        _attention_forward_heads(q, k, v, scale, causal, offset, o, lse, bh, bh + 1)
-
-
-@njit(parallel=True, cache=True)
-def _parallel_attention_backward(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv):
-    for bh in prange(q.shape[0] * q.shape[1]):
-        _attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv, bh,
-                                  bh + 1)
 
 
 # The dense path, for short contexts (Lq, Lk <= DENSE_MAX_LENGTH): per head, the whole score
@@ -317,21 +289,6 @@ def _dense_attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, 
             gemm(scale, dst, True, kh[:n], False, zero, dqh[i0:i1], scalars)   # dq = s ds k
 
 
-@njit(parallel=True, cache=True)
-def _parallel_dense_attention_forward(q, k, v, scale, causal, offset, o, lse, query_block):
-    for bh in prange(q.shape[0] * q.shape[1]):
-        _dense_attention_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, bh,
-                                       bh + 1)
-
-
-@njit(parallel=True, cache=True)
-def _parallel_dense_attention_backward(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv,
-                                       query_block):
-    for bh in prange(q.shape[0] * q.shape[1]):
-        _dense_attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv,
-                                        query_block, bh, bh + 1)
-
-
 def _dense(q, k):
     return 1 <= q.shape[2] <= DENSE_MAX_LENGTH and k.shape[2] <= DENSE_MAX_LENGTH
 
@@ -362,16 +319,12 @@ def _as_dtype(a, dt):
     return a if a.dtype == dt and rows_are_contiguous(a) else np.ascontiguousarray(a, dtype=dt)
 
 
-def _launch(dense, work, args, n_heads, dense_heads, parallel_dense, row_heads, parallel_rows):
-    """Run the dense or the row path on all heads: in Numba's pool (prange) for large work, else
-    on this thread, split by heads with helper threads when the work is large enough."""
+def _launch(dense, work, args, n_heads, dense_heads, row_heads):
+    """Run the dense or the row kernel on all heads (``launch.ATTENTION`` decides where)."""
     if dense:
-        args = args + (QUERY_BLOCK,)
-    if n_heads > 1 and work >= PARALLEL_MIN_WORK:
-        (parallel_dense if dense else parallel_rows)(*args)
+        launch.run(launch.ATTENTION, dense_heads, args + (QUERY_BLOCK,), n_heads, work)
     else:
-        run_split(dense_heads if dense else row_heads, args, n_heads,
-                  n_parts(n_heads, work, SPLIT_MIN_WORK))
+        launch.run(launch.ATTENTION, row_heads, args, n_heads, work)
 
 
 def _outputs(dense, outs, shapes, dt):
@@ -415,8 +368,7 @@ def attention_forward(q, k, v, scale, causal, offset=0, out=None):
     lse = np.empty(q.shape[:3], dtype=dt)
     args = (q, k, v, dt.type(scale), bool(causal), int(offset), o, lse)
     _launch(dense, _work(q, k, v), args, q.shape[0] * q.shape[1],
-            _dense_attention_forward_heads, _parallel_dense_attention_forward,
-            _attention_forward_heads, _parallel_attention_forward)
+            _dense_attention_forward_heads, _attention_forward_heads)
     return _deliver(outs, (o,))[0], lse
 
 
@@ -433,8 +385,7 @@ def attention_backward(do, q, k, v, o, lse, scale, causal, offset=0, out=None):
     dq, dk, dv = _outputs(dense, out, shapes, dt)
     args = (do, q, k, v, o, lse, dt.type(scale), bool(causal), int(offset), dq, dk, dv)
     _launch(dense, _work(q, k, v), args, q.shape[0] * q.shape[1],
-            _dense_attention_backward_heads, _parallel_dense_attention_backward,
-            _attention_backward_heads, _parallel_attention_backward)
+            _dense_attention_backward_heads, _attention_backward_heads)
     return tuple(_deliver(out, (dq, dk, dv)))
 
 

@@ -15,10 +15,10 @@ falls back to NumPy, which is also their reference (``tests/test_bias.py``).
 import numpy as np
 from numba import njit
 
+from .runtime.launch import BIAS_KERNEL_MIN_ELEMENTS
+
 __all__ = ["iadd", "sum"]
 
-# Below this many elements NumPy's own loops are as fast as a kernel call.
-KERNEL_MIN_ELEMENTS = 1 << 12
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -58,7 +58,7 @@ def _is_row(target, value):
     return (isinstance(target, np.ndarray) and isinstance(value, np.ndarray)
             and target.dtype in _FLOATS and value.dtype == target.dtype
             and target.ndim >= 1 and value.ndim == 1 and value.shape[0] == target.shape[-1]
-            and target.size >= KERNEL_MIN_ELEMENTS and target.flags.c_contiguous
+            and target.size >= BIAS_KERNEL_MIN_ELEMENTS and target.flags.c_contiguous
             and target.flags.writeable)
 
 
@@ -73,7 +73,7 @@ def iadd(target, value):
 def sum(x, axis=None, keepdims=False):
     """``np.sum(x, axis, keepdims)``; the column sum of a large 2-D float array by the kernel."""
     if (axis in (0, (0,)) and not keepdims and isinstance(x, np.ndarray) and x.ndim == 2
-            and x.dtype in _FLOATS and x.size >= KERNEL_MIN_ELEMENTS and x.flags.c_contiguous):
+            and x.dtype in _FLOATS and x.size >= BIAS_KERNEL_MIN_ELEMENTS and x.flags.c_contiguous):
         out = np.empty(x.shape[1], dtype=x.dtype)
         _sum_rows(x, np.empty_like(out), np.empty(x.shape[1], dtype=np.float64), out)
         return out

@@ -12,10 +12,8 @@ output) around an ``@njit`` kernel that does the whole operation in one pass per
 - the embedding backward is a scatter-add; it is made race-free by sorting the ids and giving
   each thread whole segments of equal ids, so no two threads ever write the same weight row.
 
-Each kernel handles a range of rows / elements / segments on the calling thread; a ``_parallel_*``
-driver runs it over chunks of the range with ``prange``. Small inputs run on the calling thread,
-mid-size ones are split with helper threads (``helper_threads.py``, ``SPLIT_MIN_ELEMENTS``), and
-only large ones (``PARALLEL_MIN_ELEMENTS``) wake Numba's pool, which costs more than it saves below.
+Each kernel handles a range of rows / elements / segments; ``runtime/launch.py`` (policy
+``ROWS``) runs it on the calling thread, split with helper threads, or in Numba's pool.
 
 Arithmetic runs in the input dtype (exp of float32 logits is a float32 exp, the Adam update of a
 float32 parameter is float32 arithmetic), except: sums over a row accumulate in float64, and GELU
@@ -25,17 +23,16 @@ accurate to a few ulps (see the GELU section). Outputs have the input dtype.
 """
 import math
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .helper_threads import n_parts, run_split
 from ..reference.core import (
     GELU_KAPPA, INV_SQRT_2PI, SQRT_2_OVER_PI, SQRT_HALF,
     adam_bias_corrections, check_adam, check_approximate, check_float, check_ids,
     check_rows, check_same_shape, check_targets,
 )
 from .fastmath import exp_float32 as _exp_float32, exp_of_dtype as _exp_of_dtype
+from .runtime import launch
 
 __all__ = [
     "softmax_forward", "softmax_backward",
@@ -47,58 +44,14 @@ __all__ = [
 ]
 
 
-# Below this many elements (of the largest array a call reads) Numba's thread pool is not used:
-# a launch on the workqueue layer (whose workers sleep between launches) costs more than it saves
-# on smaller inputs, and in a training step the pool also competes with OpenBLAS's threads, which
-# keep spinning for a while after each matmul. So a W1 step's kernels (at most 393k elements)
-# never wake the pool, while large inputs (W5-W7: millions of elements) use it. Tests set it to 0
-# or to a huge value to exercise both paths.
-PARALLEL_MIN_ELEMENTS = 1 << 20
-
-# From this many elements up to PARALLEL_MIN_ELEMENTS, a call is split between the calling thread
-# and helper threads (helper_threads.py), each range at least this large: a range must take
-# longer than handing it to a helper (a thread wake-up, some tens of microseconds). In a W1 step
-# this splits the GELUs (393k elements) and leaves its other fused kernels (at most 98k elements)
-# on the calling thread.
-SPLIT_MIN_ELEMENTS = 1 << 17
-
 # Reassociation (SIMD lanes for row sums) and FMA contraction; not 'nnan'/'ninf', so inf and NaN
 # still behave as in the references.
 _SUM_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
-# ----------------------------------------------------------------------------------------------
-# Serial kernels and parallel drivers
-# ----------------------------------------------------------------------------------------------
 # Every kernel below works on a range [start, stop) of independent units (rows, elements or
-# segments of equal ids) on the calling thread. Each ``_parallel_*`` driver splits all units into
-# ``n_chunks`` ranges and runs the same kernel on each range inside ``prange``; ranges never
-# share an output element, so no two threads write the same memory. ``_run`` picks one or the
-# other.
-
-def _n_chunks(n, elements):
-    """1 (run on this thread) for small inputs, else a few ranges per thread (load balance)."""
-    if n < 2 or elements < PARALLEL_MIN_ELEMENTS:
-        return 1
-    return min(n, 4 * numba.get_num_threads())
-
-
-def _run(kernel, parallel_driver, args, n, elements):
-    """Apply ``kernel(*args, start, stop)`` to units [0, n): on this thread, split with the helper
-    threads, or in Numba's pool, by the size of the work."""
-    n_chunks = _n_chunks(n, elements)
-    if n_chunks == 1:
-        run_split(kernel, args, n, n_parts(n, elements, SPLIT_MIN_ELEMENTS))
-    else:
-        parallel_driver(*args, n_chunks)
-
-
-@njit(cache=True)
-def _chunk(n, n_chunks, c):
-    """[start, stop) of range c when n units are cut into n_chunks nearly equal ranges."""
-    size = -(-n // n_chunks)
-    return min(n, c * size), min(n, (c + 1) * size)
-
+# segments of equal ids) on the calling thread; no two units write the same output element.
+# ``launch.run`` runs it over all units on this thread, with helper threads or in Numba's pool.
 
 def _rows(x):
     """(..., C) array -> C-contiguous (R, C) view or copy, R = product of the leading axes."""
@@ -177,40 +130,12 @@ def _log_softmax_backward_rows(y, dy, dx, start, stop):
             out[c] += dy[r, c]                               # dy - exp(y) * sum(dy)
 
 
-@njit(cache=True, parallel=True)
-def _parallel_softmax_forward(x, y, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(x.shape[0], n_chunks, c)
-        _softmax_forward_rows(x, y, start, stop)
-
-
-@njit(cache=True, parallel=True)
-def _parallel_softmax_backward(y, dy, dx, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(y.shape[0], n_chunks, c)
-        _softmax_backward_rows(y, dy, dx, start, stop)
-
-
-@njit(cache=True, parallel=True)
-def _parallel_log_softmax_forward(x, y, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(x.shape[0], n_chunks, c)
-        _log_softmax_forward_rows(x, y, start, stop)
-
-
-@njit(cache=True, parallel=True)
-def _parallel_log_softmax_backward(y, dy, dx, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(y.shape[0], n_chunks, c)
-        _log_softmax_backward_rows(y, dy, dx, start, stop)
-
-
 def softmax_forward(x):
     check_float("softmax_forward", x=x)
     check_rows("softmax_forward", x)
     xr = _rows(x)
     y = np.empty_like(xr)
-    _run(_softmax_forward_rows, _parallel_softmax_forward, (xr, y), xr.shape[0], xr.size)
+    launch.run(launch.ROWS, _softmax_forward_rows, (xr, y), xr.shape[0], xr.size)
     return y.reshape(x.shape)
 
 
@@ -219,8 +144,8 @@ def softmax_backward(y, dy):
     check_same_shape("softmax_backward", y=y, dy=dy)
     yr, dyr = _rows(y), _rows(dy)
     dx = np.empty_like(yr)
-    _run(_softmax_backward_rows, _parallel_softmax_backward, (yr, dyr, dx), yr.shape[0],
-         yr.size)
+    launch.run(launch.ROWS, _softmax_backward_rows, (yr, dyr, dx), yr.shape[0],
+               yr.size)
     return dx.reshape(y.shape)
 
 
@@ -229,8 +154,8 @@ def log_softmax_forward(x):
     check_rows("log_softmax_forward", x)
     xr = _rows(x)
     y = np.empty_like(xr)
-    _run(_log_softmax_forward_rows, _parallel_log_softmax_forward, (xr, y), xr.shape[0],
-         xr.size)
+    launch.run(launch.ROWS, _log_softmax_forward_rows, (xr, y), xr.shape[0],
+               xr.size)
     return y.reshape(x.shape)
 
 
@@ -239,8 +164,8 @@ def log_softmax_backward(y, dy):
     check_same_shape("log_softmax_backward", y=y, dy=dy)
     yr, dyr = _rows(y), _rows(dy)
     dx = np.empty_like(yr)
-    _run(_log_softmax_backward_rows, _parallel_log_softmax_backward, (yr, dyr, dx),
-         yr.shape[0], yr.size)
+    launch.run(launch.ROWS, _log_softmax_backward_rows, (yr, dyr, dx),
+               yr.shape[0], yr.size)
     return dx.reshape(y.shape)
 
 
@@ -287,22 +212,6 @@ def _cross_entropy_backward_rows(dloss, logits, target, lse, ignore_index, dlogi
             out[t] -= g                               # minus the one-hot target
 
 
-@njit(cache=True, parallel=True)
-def _parallel_cross_entropy_forward(logits, target, ignore_index, loss, lse, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(logits.shape[0], n_chunks, c)
-        _cross_entropy_forward_rows(logits, target, ignore_index, loss, lse, start, stop)
-
-
-@njit(cache=True, parallel=True)
-def _parallel_cross_entropy_backward(dloss, logits, target, lse, ignore_index, dlogits,
-                                     n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(logits.shape[0], n_chunks, c)
-        _cross_entropy_backward_rows(dloss, logits, target, lse, ignore_index, dlogits, start,
-                                     stop)
-
-
 def cross_entropy_forward(logits, target, ignore_index):
     check_float("cross_entropy_forward", logits=logits)
     check_targets("cross_entropy_forward", logits, target, ignore_index)
@@ -311,8 +220,8 @@ def cross_entropy_forward(logits, target, ignore_index):
     n = logits.shape[0]
     loss = np.empty(n, dtype=logits.dtype)
     lse = np.empty(n, dtype=logits.dtype)
-    _run(_cross_entropy_forward_rows, _parallel_cross_entropy_forward,
-         (logits, target, np.int64(ignore_index), loss, lse), n, logits.size)
+    launch.run(launch.ROWS, _cross_entropy_forward_rows,
+               (logits, target, np.int64(ignore_index), loss, lse), n, logits.size)
     return loss, lse
 
 
@@ -324,8 +233,8 @@ def cross_entropy_backward(dloss, logits, target, lse, ignore_index):
     dlogits = np.empty_like(logits)
     args = (np.ascontiguousarray(dloss), logits, np.ascontiguousarray(target, dtype=np.int64),
             np.ascontiguousarray(lse), np.int64(ignore_index), dlogits)
-    _run(_cross_entropy_backward_rows, _parallel_cross_entropy_backward, args, logits.shape[0],
-         logits.size)
+    launch.run(launch.ROWS, _cross_entropy_backward_rows, args, logits.shape[0],
+               logits.size)
     return dlogits
 
 
@@ -357,13 +266,6 @@ def _embedding_backward_positions(ids, dout, dweight):
             dweight[row, d] += dout[i, d]
 
 
-@njit(cache=True, parallel=True)
-def _parallel_embedding_backward(order, sorted_ids, starts, dout, dweight, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(starts.shape[0] - 1, n_chunks, c)
-        _embedding_backward_segments(order, sorted_ids, starts, dout, dweight, start, stop)
-
-
 def embedding_backward(ids, dout, num_embeddings):
     check_float("embedding_backward", dout=dout)
     if tuple(dout.shape[:-1]) != tuple(ids.shape):
@@ -373,7 +275,7 @@ def embedding_backward(ids, dout, num_embeddings):
     d = dout.shape[-1]
     flat_ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
     dout2 = np.ascontiguousarray(dout).reshape(-1, d)
-    if _n_chunks(flat_ids.shape[0], dout2.size) == 1:
+    if launch.pool_threads(launch.ROWS, flat_ids.shape[0], dout2.size) == 1:
         dweight = np.zeros((num_embeddings, d), dtype=dout.dtype)
         _embedding_backward_positions(flat_ids, dout2, dweight)
         return dweight
@@ -386,8 +288,8 @@ def embedding_backward(ids, dout, num_embeddings):
     if sorted_ids.shape[0] == 0:
         starts = starts[:1]  # no lookups: no segments
     dweight = np.zeros((num_embeddings, d), dtype=dout.dtype)
-    _run(_embedding_backward_segments, _parallel_embedding_backward,
-         (order, sorted_ids, starts, dout2, dweight), starts.shape[0] - 1, dout2.size)
+    launch.run(launch.ROWS, _embedding_backward_segments,
+               (order, sorted_ids, starts, dout2, dweight), starts.shape[0] - 1, dout2.size)
     return dweight
 
 
@@ -459,20 +361,6 @@ def _gelu_erf_backward_float32_elements(x, dy, dx, start, stop):
         dx[i] = dy[i] * (_normal_cdf_float32(v) + v * pdf)
 
 
-@njit(cache=True, parallel=True)
-def _parallel_gelu_erf_forward_float32(x, y, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(x.shape[0], n_chunks, c)
-        _gelu_erf_forward_float32_elements(x, y, start, stop)
-
-
-@njit(cache=True, parallel=True)
-def _parallel_gelu_erf_backward_float32(x, dy, dx, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(x.shape[0], n_chunks, c)
-        _gelu_erf_backward_float32_elements(x, dy, dx, start, stop)
-
-
 @njit(nogil=True, cache=True)
 def _gelu_forward_elements(x, use_tanh, y, start, stop):
     for i in range(start, stop):
@@ -497,20 +385,6 @@ def _gelu_backward_elements(x, dy, use_tanh, dx, start, stop):
             dx[i] = dy[i] * (cdf + v * pdf)
 
 
-@njit(cache=True, parallel=True)
-def _parallel_gelu_forward(x, use_tanh, y, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(x.shape[0], n_chunks, c)
-        _gelu_forward_elements(x, use_tanh, y, start, stop)
-
-
-@njit(cache=True, parallel=True)
-def _parallel_gelu_backward(x, dy, use_tanh, dx, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(x.shape[0], n_chunks, c)
-        _gelu_backward_elements(x, dy, use_tanh, dx, start, stop)
-
-
 def _fast_float32_gelu(x, approximate):
     return x.dtype == np.float32 and approximate == "none"
 
@@ -522,11 +396,9 @@ def gelu_forward(x, approximate):
     y = np.empty_like(xf)
     n = xf.shape[0]
     if _fast_float32_gelu(xf, approximate):
-        _run(_gelu_erf_forward_float32_elements, _parallel_gelu_erf_forward_float32, (xf, y), n,
-             n)
+        launch.run(launch.ROWS, _gelu_erf_forward_float32_elements, (xf, y), n, n)
     else:
-        _run(_gelu_forward_elements, _parallel_gelu_forward, (xf, approximate == "tanh", y), n,
-             n)
+        launch.run(launch.ROWS, _gelu_forward_elements, (xf, approximate == "tanh", y), n, n)
     return y.reshape(x.shape)
 
 
@@ -539,11 +411,10 @@ def gelu_backward(x, dy, approximate):
     dx = np.empty_like(xf)
     n = xf.shape[0]
     if _fast_float32_gelu(xf, approximate):
-        _run(_gelu_erf_backward_float32_elements, _parallel_gelu_erf_backward_float32,
-             (xf, dyf, dx), n, n)
+        launch.run(launch.ROWS, _gelu_erf_backward_float32_elements, (xf, dyf, dx), n, n)
     else:
-        _run(_gelu_backward_elements, _parallel_gelu_backward,
-             (xf, dyf, approximate == "tanh", dx), n, n)
+        launch.run(launch.ROWS, _gelu_backward_elements, (xf, dyf, approximate == "tanh", dx),
+                   n, n)
     return dx.reshape(x.shape)
 
 
@@ -581,17 +452,6 @@ def _adam_elements(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_bet
                 weight_decay, decay, decoupled, step_size, bias_correction2_sqrt)
 
 
-@njit(cache=True, parallel=True)
-def _parallel_adam(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
-                   one_minus_beta2, eps, weight_decay, decay, decoupled, step_size,
-                   bias_correction2_sqrt, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(param.shape[0], n_chunks, c)
-        _adam_elements(param, grad, exp_avg, exp_avg_sq, beta1, beta2, one_minus_beta1,
-                       one_minus_beta2, eps, weight_decay, decay, decoupled, step_size,
-                       bias_correction2_sqrt, start, stop)
-
-
 def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step,
               decoupled):
     check_adam("adam_step", param, grad, exp_avg, exp_avg_sq, step)
@@ -609,7 +469,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_de
             scalar(beta1), scalar(beta2), scalar(1.0 - beta1), scalar(1.0 - beta2),
             scalar(eps), scalar(weight_decay), scalar(1.0 - lr * weight_decay),
             bool(decoupled), scalar(step_size), scalar(bias_correction2_sqrt))
-    _run(_adam_elements, _parallel_adam, args, flat_param.shape[0], flat_param.shape[0])
+    launch.run(launch.ROWS, _adam_elements, args, flat_param.shape[0], flat_param.shape[0])
     for original, worked in zip((param, exp_avg, exp_avg_sq), state):
         if worked is not original:
             np.copyto(original, worked)

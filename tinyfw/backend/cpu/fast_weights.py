@@ -1,16 +1,18 @@
 """Numba kernels for the fast-weight recurrences (sum rule and delta rule), token by token.
 
 Same names, signatures and results as ``backend/reference/fast_weights.py``, which documents the
-math. Each kernel runs the (batch, head) pairs in parallel (``prange`` over B*H); every pair
-keeps its own Dk x Dv state in a small local array and writes only its own output rows, so the
-parallel iterations never touch the same memory. Arithmetic is in the inputs' dtype, like the
-reference.
+math. Each kernel handles a range of the (batch, head) pairs, which ``launch.run`` (policy
+``ALWAYS_POOL``) runs in Numba's pool; every pair keeps its own Dk x Dv state and writes only its
+own output rows, so threads never touch the same memory. Arithmetic is in the inputs' dtype,
+like the reference.
 
 The chunked forms stay the NumPy ones (re-exported from the reference): they are matrix
 multiplications, which BLAS already does well.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from .runtime import launch
 
 __all__ = [
     "linear_attention_forward", "linear_attention_backward",
@@ -21,6 +23,11 @@ __all__ = [
 def _prepare(arrays, dtype):
     """C-contiguous arrays of one dtype: the kernels index them in their innermost loops."""
     return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+
+
+def _units_and_work(q, v):
+    """(units, work) of a call: the B * H (batch, head) pairs, B H L Dk Dv multiply-adds."""
+    return q.shape[0] * q.shape[1], q.size * v.shape[-1]
 
 
 def _state_or_zeros(s, q, v, dtype, copy=False):
@@ -38,12 +45,12 @@ def _state_or_zeros(s, q, v, dtype, copy=False):
 # Sum rule
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _linear_attention_forward_kernel(q, k, v, s, o):
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _linear_attention_forward_heads(q, k, v, s, o, start, stop):
     # s holds the initial state on entry and the final state on exit.
     B, H, L, Dk = q.shape
     Dv = v.shape[3]
-    for bh in prange(B * H):
+    for bh in range(start, stop):
         b = bh // H
         h = bh % H
         S = s[b, h]
@@ -58,12 +65,12 @@ def _linear_attention_forward_kernel(q, k, v, s, o):
                     out[j] += qi * S[i, j]
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _linear_attention_backward_kernel(do, q, k, v, s0, ds, dq, dk, dv):
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _linear_attention_backward_heads(do, q, k, v, s0, ds, dq, dk, dv, start, stop):
     # ds holds dL/d(final state) on entry and dL/d(initial state) on exit.
     B, H, L, Dk = q.shape
     Dv = v.shape[3]
-    for bh in prange(B * H):
+    for bh in range(start, stop):
         b = bh // H
         h = bh % H
         # forward sweep: dq_t = S_t do_t
@@ -98,7 +105,8 @@ def linear_attention_forward(q, k, v, s0=None):
     q, k, v = _prepare((q, k, v), dtype)
     s = _state_or_zeros(s0, q, v, dtype, copy=True)
     o = np.empty(v.shape, dtype=dtype)
-    _linear_attention_forward_kernel(q, k, v, s, o)
+    launch.run(launch.ALWAYS_POOL, _linear_attention_forward_heads,
+               (q, k, v, s, o), *_units_and_work(q, v))
     return o, s
 
 
@@ -111,7 +119,8 @@ def linear_attention_backward(do, ds_final, q, k, v, s0=None):
     dq = np.empty(q.shape, dtype=dtype)
     dk = np.empty(k.shape, dtype=dtype)
     dv = np.empty(v.shape, dtype=dtype)
-    _linear_attention_backward_kernel(do, q, k, v, s0, ds, dq, dk, dv)
+    launch.run(launch.ALWAYS_POOL, _linear_attention_backward_heads,
+               (do, q, k, v, s0, ds, dq, dk, dv), *_units_and_work(q, v))
     return dq, dk, dv, ds
 
 
@@ -119,12 +128,12 @@ def linear_attention_backward(do, ds_final, q, k, v, s0=None):
 # Delta rule
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _delta_rule_forward_kernel(q, k, v, beta, s, o, r):
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _delta_rule_forward_heads(q, k, v, beta, s, o, r, start, stop):
     # s holds the initial state on entry and the final state on exit.
     B, H, L, Dk = q.shape
     Dv = v.shape[3]
-    for bh in prange(B * H):
+    for bh in range(start, stop):
         b = bh // H
         h = bh % H
         S = s[b, h]
@@ -151,12 +160,12 @@ def _delta_rule_forward_kernel(q, k, v, beta, s, o, r):
                     out[j] += qi * S[i, j]
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _delta_rule_backward_kernel(do, q, k, v, beta, s0, r, ds, dq, dk, dv, dbeta):
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _delta_rule_backward_heads(do, q, k, v, beta, s0, r, ds, dq, dk, dv, dbeta, start, stop):
     # ds holds dL/d(final state) on entry and dL/d(initial state) on exit.
     B, H, L, Dk = q.shape
     Dv = v.shape[3]
-    for bh in prange(B * H):
+    for bh in range(start, stop):
         b = bh // H
         h = bh % H
         dS = ds[b, h]
@@ -207,7 +216,8 @@ def delta_rule_forward(q, k, v, beta, s0=None):
     s = _state_or_zeros(s0, q, v, dtype, copy=True)
     o = np.empty(v.shape, dtype=dtype)
     r = np.empty(v.shape, dtype=dtype)
-    _delta_rule_forward_kernel(q, k, v, beta, s, o, r)
+    launch.run(launch.ALWAYS_POOL, _delta_rule_forward_heads,
+               (q, k, v, beta, s, o, r), *_units_and_work(q, v))
     return o, s, r
 
 
@@ -221,5 +231,6 @@ def delta_rule_backward(do, ds_final, q, k, v, beta, s0, r):
     dk = np.empty(k.shape, dtype=dtype)
     dv = np.empty(v.shape, dtype=dtype)
     dbeta = np.empty(beta.shape, dtype=dtype)
-    _delta_rule_backward_kernel(do, q, k, v, beta, s0, r, ds, dq, dk, dv, dbeta)
+    launch.run(launch.ALWAYS_POOL, _delta_rule_backward_heads,
+               (do, q, k, v, beta, s0, r, ds, dq, dk, dv, dbeta), *_units_and_work(q, v))
     return dq, dk, dv, dbeta, ds

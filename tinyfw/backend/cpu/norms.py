@@ -3,10 +3,9 @@
 
 Design (each array is read or written once from memory; a row, a few KB, then stays in L1/L2):
 
-* Rows are independent. Small inputs (``PARALLEL_MIN_ELEMENTS``) run on the calling thread. Larger
-  ones are cut into chunks of consecutive rows that the threads claim one at a time from a shared
-  atomic counter, so a thread slowed by a busy core does fewer chunks instead of holding up the
-  others (a static split would).
+* Rows are independent. ``runtime/launch.py`` (policy ``NORMS``) runs small inputs on the calling
+  thread and cuts larger ones into ranges of consecutive rows that the pool's threads claim one
+  at a time.
 * Row sums are accumulated in the input dtype: float32 for float32, so AVX-512 adds 16 lanes at a
   time, and no float32 <-> float64 conversions. ``fastmath`` reassociation lets LLVM split each
   sum into 4 x 16 partial sums (a blocked sum: a few ulps for rows of thousands).
@@ -32,12 +31,12 @@ reads L1. Inputs that start on a 64-byte boundary run faster, since each AVX-512
 touches one cache line (see ``allocator.copy_aligned``). Timings, and the variants tried and
 left out, are in ``bench/NOTES.md``.
 """
-import numba
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
-from .atomics import fetch_add
+from .runtime import launch
+from .runtime.launch import unit_range
 
 # Reassociating the row sums lets LLVM vectorise them; inf/NaN semantics are kept.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -48,22 +47,10 @@ __all__ = [
 ]
 
 
-# Below this many elements (N * D) one thread does the whole job: waking Numba's thread pool costs
-# more than the work for small inputs (a generation step normalises one row), and in a training
-# step the pool also competes with OpenBLAS's spinning threads, so the (768, 128) activations of
-# the GPT benchmark (W1) stay on the calling thread. Tests set it to 0 or to a huge value to
-# exercise both paths.
-PARALLEL_MIN_ELEMENTS = 1 << 18
-
 # The backward's parameter-gradient partial sums (dw, db) are kept in the input dtype; each covers
 # at most this many rows, and the partials are added in float64 afterwards. Fewer rows per partial
 # keep the input-dtype sums short (accuracy), more rows mean fewer partials to store and add.
 ROWS_PER_PARTIAL = 256
-
-# On the parallel path, the rows are cut into at least this many chunks per thread, handed out
-# dynamically (see the drivers): more chunks let a thread on a busy core fall behind without
-# holding up the others, fewer chunks mean fewer claims on the shared counter.
-CHUNKS_PER_THREAD = 16
 
 # Layer norm's one-pass variance is kept when dmu^2 <= this * var (see the module docstring).
 VARIANCE_SHIFT_LIMIT = 8.0
@@ -200,12 +187,9 @@ def _rms_norm_backward_rows(dy, x, w, rstd, dx, dw_acc, start, stop):
             dxr[j] = rs * dyr[j] * w[j] - c * xr[j]
 
 
-# Drivers. The rows are cut into ``n_chunks`` chunks of consecutive rows. The parallel drivers
-# run one loop iteration per thread, and each thread takes the next unclaimed chunk until none is
-# left (a shared atomic counter): a thread slowed by a busy core (another process, another
-# library's spinning pool) then does fewer chunks instead of holding the others up, as a static
-# split would. The backward gives chunk c its own row c of the parameter-gradient partial sums, so
-# no two threads write the same memory and the result does not depend on which thread ran what.
+# The backward works on chunks of consecutive rows: chunk c adds its parameter-gradient sums into
+# its own row c of the (chunks, D) partials, so no two threads write the same memory, and the
+# partials are added in chunk order, so the result does not depend on which thread ran what.
 
 @njit(cache=True)
 def _total(part, like):
@@ -218,94 +202,22 @@ def _total(part, like):
 
 
 @njit(cache=True)
-def _new_counter():
-    counter = np.empty(1, np.int64)
-    counter[0] = 0
-    return counter
-
-
-@njit(parallel=True, cache=True)
-def _parallel_layer_norm_forward(x, w, b, eps, y, mean, rstd, n_chunks, n_threads):
-    n = x.shape[0]
-    size = -(-n // n_chunks)
-    counter = _new_counter()
-    for _ in prange(n_threads):
-        c = fetch_add(counter, 1)
-        while c < n_chunks:
-            _layer_norm_forward_rows(x, w, b, eps, y, mean, rstd, c * size,
-                                     min(n, (c + 1) * size))
-            c = fetch_add(counter, 1)
+def _layer_norm_backward_chunks(dy, x, w, mean, rstd, dx, dw_part, db_part, start, stop):
+    """Chunks [start, stop) of the ``dw_part.shape[0]`` chunks of rows."""
+    for c in range(start, stop):
+        dw_part[c, :] = 0
+        db_part[c, :] = 0
+        first, last = unit_range(x.shape[0], dw_part.shape[0], c)
+        _layer_norm_backward_rows(dy, x, w, mean, rstd, dx, dw_part[c], db_part[c], first, last)
 
 
 @njit(cache=True)
-def _serial_layer_norm_backward(dy, x, w, mean, rstd, dx, n_chunks):
-    n, d = x.shape
-    dw_part = np.zeros((n_chunks, d), x.dtype)
-    db_part = np.zeros((n_chunks, d), x.dtype)
-    size = -(-n // n_chunks)
-    for c in range(n_chunks):
-        _layer_norm_backward_rows(dy, x, w, mean, rstd, dx, dw_part[c], db_part[c],
-                                  c * size, min(n, (c + 1) * size))
-    return _total(dw_part, x), _total(db_part, x)
-
-
-@njit(parallel=True, cache=True)
-def _parallel_layer_norm_backward(dy, x, w, mean, rstd, dx, n_chunks, n_threads):
-    n, d = x.shape
-    # np.empty, zeroed chunk by chunk: np.zeros here would be a parallel loop of its own
-    dw_part = np.empty((n_chunks, d), x.dtype)
-    db_part = np.empty((n_chunks, d), x.dtype)
-    size = -(-n // n_chunks)
-    counter = _new_counter()
-    for _ in prange(n_threads):
-        c = fetch_add(counter, 1)
-        while c < n_chunks:
-            for j in range(d):
-                dw_part[c, j] = 0
-                db_part[c, j] = 0
-            _layer_norm_backward_rows(dy, x, w, mean, rstd, dx, dw_part[c], db_part[c],
-                                      c * size, min(n, (c + 1) * size))
-            c = fetch_add(counter, 1)
-    return _total(dw_part, x), _total(db_part, x)
-
-
-@njit(parallel=True, cache=True)
-def _parallel_rms_norm_forward(x, w, eps, y, rstd, n_chunks, n_threads):
-    n = x.shape[0]
-    size = -(-n // n_chunks)
-    counter = _new_counter()
-    for _ in prange(n_threads):
-        c = fetch_add(counter, 1)
-        while c < n_chunks:
-            _rms_norm_forward_rows(x, w, eps, y, rstd, c * size, min(n, (c + 1) * size))
-            c = fetch_add(counter, 1)
-
-
-@njit(cache=True)
-def _serial_rms_norm_backward(dy, x, w, rstd, dx, n_chunks):
-    n, d = x.shape
-    dw_part = np.zeros((n_chunks, d), x.dtype)
-    size = -(-n // n_chunks)
-    for c in range(n_chunks):
-        _rms_norm_backward_rows(dy, x, w, rstd, dx, dw_part[c], c * size, min(n, (c + 1) * size))
-    return _total(dw_part, x)
-
-
-@njit(parallel=True, cache=True)
-def _parallel_rms_norm_backward(dy, x, w, rstd, dx, n_chunks, n_threads):
-    n, d = x.shape
-    dw_part = np.empty((n_chunks, d), x.dtype)
-    size = -(-n // n_chunks)
-    counter = _new_counter()
-    for _ in prange(n_threads):
-        c = fetch_add(counter, 1)
-        while c < n_chunks:
-            for j in range(d):
-                dw_part[c, j] = 0
-            _rms_norm_backward_rows(dy, x, w, rstd, dx, dw_part[c], c * size,
-                                    min(n, (c + 1) * size))
-            c = fetch_add(counter, 1)
-    return _total(dw_part, x)
+def _rms_norm_backward_chunks(dy, x, w, rstd, dx, dw_part, start, stop):
+    """Chunks [start, stop) of the ``dw_part.shape[0]`` chunks of rows."""
+    for c in range(start, stop):
+        dw_part[c, :] = 0
+        first, last = unit_range(x.shape[0], dw_part.shape[0], c)
+        _rms_norm_backward_rows(dy, x, w, rstd, dx, dw_part[c], first, last)
 
 
 # -------------------------------------------------------------------------------------- wrappers
@@ -327,21 +239,13 @@ def _param(name, label, p, d, dtype, fill):
     return np.ascontiguousarray(p, dtype=dtype), True
 
 
-def _threads(x2):
-    """Threads to use: 1 (run on this thread) for small inputs, else Numba's thread count."""
-    n, d = x2.shape
-    if n < 2 or n * d < PARALLEL_MIN_ELEMENTS:
-        return 1
-    return numba.get_num_threads()
-
-
-def _n_chunks(x2, threads):
-    """Chunks of rows: at most ROWS_PER_PARTIAL rows each (the backward keeps one partial sum of
-    dw/db per chunk), and on the parallel path at least CHUNKS_PER_THREAD per thread."""
-    n = x2.shape[0]
+def _n_chunks(n, work):
+    """Chunks of rows for the backward: at most ROWS_PER_PARTIAL rows each, and when the call runs
+    in Numba's pool at least as many as the pool's ranges (``launch.NORMS``)."""
     want = -(-n // ROWS_PER_PARTIAL)
+    threads = launch.pool_threads(launch.NORMS, n, work)
     if threads > 1:
-        want = max(want, CHUNKS_PER_THREAD * threads)
+        want = max(want, launch.NORMS.ranges_per_thread * threads)
     return max(1, min(n, want))
 
 
@@ -354,12 +258,8 @@ def layer_norm_forward(x, w, b, eps):
     y = np.empty_like(x2)
     mean = np.empty(n, dtype=x2.dtype)
     rstd = np.empty(n, dtype=x2.dtype)
-    threads = _threads(x2)
-    if threads == 1:
-        _layer_norm_forward_rows(x2, w_arr, b_arr, float(eps), y, mean, rstd, 0, n)
-    else:
-        _parallel_layer_norm_forward(x2, w_arr, b_arr, float(eps), y, mean, rstd,
-                                     _n_chunks(x2, threads), threads)
+    launch.run(launch.NORMS, _layer_norm_forward_rows,
+               (x2, w_arr, b_arr, float(eps), y, mean, rstd), n, n * d)
     return y.reshape(x.shape), mean.reshape(x.shape[:-1]), rstd.reshape(x.shape[:-1])
 
 
@@ -372,12 +272,12 @@ def layer_norm_backward(dy, x, w, mean, rstd):
     mean1 = np.ascontiguousarray(mean.reshape(n), dtype=x2.dtype)
     rstd1 = np.ascontiguousarray(rstd.reshape(n), dtype=x2.dtype)
     dx = np.empty_like(x2)
-    threads = _threads(x2)
-    if threads == 1:
-        dw, db = _serial_layer_norm_backward(dy2, x2, w_arr, mean1, rstd1, dx, _n_chunks(x2, 1))
-    else:
-        dw, db = _parallel_layer_norm_backward(dy2, x2, w_arr, mean1, rstd1, dx,
-                                               _n_chunks(x2, threads), threads)
+    chunks = _n_chunks(n, n * d)
+    dw_part = np.empty((chunks, d), x2.dtype)
+    db_part = np.empty((chunks, d), x2.dtype)
+    launch.run(launch.NORMS, _layer_norm_backward_chunks,
+               (dy2, x2, w_arr, mean1, rstd1, dx, dw_part, db_part), chunks, n * d)
+    dw, db = _total(dw_part, x2), _total(db_part, x2)
     return dx.reshape(x.shape), (dw if has_w else None), db
 
 
@@ -388,12 +288,7 @@ def rms_norm_forward(x, w, eps):
     w_arr, _ = _param("rms_norm_forward", "weight", w, d, x2.dtype, 1)
     y = np.empty_like(x2)
     rstd = np.empty(n, dtype=x2.dtype)
-    threads = _threads(x2)
-    if threads == 1:
-        _rms_norm_forward_rows(x2, w_arr, float(eps), y, rstd, 0, n)
-    else:
-        _parallel_rms_norm_forward(x2, w_arr, float(eps), y, rstd, _n_chunks(x2, threads),
-                                   threads)
+    launch.run(launch.NORMS, _rms_norm_forward_rows, (x2, w_arr, float(eps), y, rstd), n, n * d)
     return y.reshape(x.shape), rstd.reshape(x.shape[:-1])
 
 
@@ -405,10 +300,9 @@ def rms_norm_backward(dy, x, w, rstd):
     w_arr, has_w = _param("rms_norm_backward", "weight", w, d, x2.dtype, 1)
     rstd1 = np.ascontiguousarray(rstd.reshape(n), dtype=x2.dtype)
     dx = np.empty_like(x2)
-    threads = _threads(x2)
-    if threads == 1:
-        dw = _serial_rms_norm_backward(dy2, x2, w_arr, rstd1, dx, _n_chunks(x2, 1))
-    else:
-        dw = _parallel_rms_norm_backward(dy2, x2, w_arr, rstd1, dx, _n_chunks(x2, threads),
-                                         threads)
+    chunks = _n_chunks(n, n * d)
+    dw_part = np.empty((chunks, d), x2.dtype)
+    launch.run(launch.NORMS, _rms_norm_backward_chunks, (dy2, x2, w_arr, rstd1, dx, dw_part),
+               chunks, n * d)
+    dw = _total(dw_part, x2)
     return dx.reshape(x.shape), (dw if has_w else None)

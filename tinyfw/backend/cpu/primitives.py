@@ -5,6 +5,8 @@ Most are NumPy functions bound directly, so a CPU op costs one Python call and n
 import numpy as np
 from scipy import special as _special
 
+from .runtime.allocator import copy_aligned
+
 __all__ = [
     "from_numpy", "to_numpy", "zeros", "full", "arange",
     "neg", "exp", "log", "sqrt", "tanh", "sigmoid", "abs", "sign", "erf",
@@ -18,8 +20,11 @@ __all__ = [
 DEVICE = "cpu"
 
 
-def from_numpy(a):
-    return np.asarray(a)
+def from_numpy(a, copy=False):
+    """``a`` as a NumPy array (shared); ``copy``: a C-contiguous copy, cache-line aligned when
+    large (``runtime/allocator.py``)."""
+    a = np.asarray(a)
+    return copy_aligned(a, a.dtype) if copy else a
 
 
 def to_numpy(x):

@@ -1,7 +1,7 @@
 """Numba kernels for SAFU block-context attention (cached comparisons).
 
 Same names, signatures and results as ``backend/reference/safu.py``, which documents the math.
-The forward runs every (batch, position) pair in parallel: position t reads the cached query
+The forward runs every (batch, position) pair as a unit: position t reads the cached query
 q_t and its window x_{t-block+1..t} and writes only its own h_t and a_t. The backward runs in
 two race-free passes: pass 1 (parallel over positions t) computes the score gradients
 ``ds_t`` and ``dq_t``; pass 2 (parallel over positions j) gathers
@@ -18,20 +18,18 @@ and ``SAFU`` run): one pass over the positions of a sequence writes each row of
 and one pass back collects the gradient of x from the three column groups of ``dz``, so neither
 direction builds the pieces of z or their gradients as separate arrays. A sequence (batch row)
 is the unit of work: the running mean runs along it. The backward scatters ``a_tk dh_t +
-scale ds_tk q_t`` into ``dx_{t-k}`` within its own row, so rows never share memory. Small calls
-run on the calling thread, mid-size ones are split by rows with helper threads
-(``helper_threads.py``), large ones go to Numba's pool (``CONTEXTS_SPLIT_MIN_WORK``,
-``CONTEXTS_PARALLEL_MIN_WORK``). Dot products are summed in the inputs' dtype under ``fastmath``
-reassociation (SIMD sums), exp is ``fastmath.exp_of_dtype`` (vectorised for float32); the
-softmax denominators and the running sums are float64.
+scale ds_tk q_t`` into ``dx_{t-k}`` within its own row, so rows never share memory (where a call
+runs: ``runtime/launch.py``, policy ``SAFU_CONTEXTS``). Dot products are summed in the inputs'
+dtype under ``fastmath`` reassociation (SIMD sums), exp is ``fastmath.exp_of_dtype``
+(vectorised for float32); the softmax denominators and the running sums are float64.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..reference.safu import check_block_inputs, check_contexts_inputs
-from .allocator import empty_aligned
 from .fastmath import exp_of_dtype as _exp
-from .helper_threads import n_parts, run_split
+from .runtime import launch
+from .runtime.allocator import empty_aligned
 
 __all__ = ["safu_block_attention_forward", "safu_block_attention_backward",
            "safu_contexts_forward", "safu_contexts_backward"]
@@ -39,23 +37,19 @@ __all__ = ["safu_block_attention_forward", "safu_block_attention_backward",
 # Reassociation/contraction for SIMD sums; not 'nnan'/'ninf', so inf and NaN still behave.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
-# Work (multiply-adds and copied elements, ``_contexts_work``) from which a contexts call is split
-# by rows between the calling thread and helper threads, and from which it runs in Numba's pool.
-# The W2 model's call (12 x 64 positions, D = 128, block 8, radial 2) is ~1.9M: split in two on
-# 2 cores. W10's (B = 4, D = 256) from L = 1024 on run in the pool.
-CONTEXTS_SPLIT_MIN_WORK = 1 << 19
-CONTEXTS_PARALLEL_MIN_WORK = 1 << 24
-
 # The forward takes the softmax of this many positions at a time, slot by slot, so its max, exp
 # and sums run as vector loops over positions (rows of ``block`` <= 8 scores do not fill a
 # vector; bench/README.md, SAFU section, has the timings).
 POSITION_CHUNK = 64
 
 
-@njit(cache=True, parallel=True)
-def _block_attention_forward_kernel(x, q, block, h, a):
+# The block-attention kernels handle the (batch, position) pairs bt in [start, stop), flattened
+# as bt = b * L + t; ``launch.run`` (policy ``ALWAYS_POOL``) runs them in Numba's pool.
+
+@njit(nogil=True, cache=True)
+def _block_attention_forward_positions(x, q, block, h, a, start, stop):
     B, L, D = x.shape
-    for bt in prange(B * L):
+    for bt in range(start, stop):
         b = bt // L
         t = bt % L
         n = min(block, t + 1)
@@ -83,11 +77,11 @@ def _block_attention_forward_kernel(x, q, block, h, a):
             h[b, t, d] = acc
 
 
-@njit(cache=True, parallel=True)
-def _block_attention_backward_kernel(dh, da, has_da, x, q, a, block, ds, dq, dx):
+@njit(nogil=True, cache=True)
+def _block_attention_score_gradients(dh, da, has_da, x, q, a, block, ds, dq, start, stop):
+    """Backward pass 1: per position t, the weight gradients g, the score gradients ds and dq_t."""
     B, L, D = x.shape
-    # pass 1: per position t, the weight gradients g, the score gradients ds and dq_t
-    for bt in prange(B * L):
+    for bt in range(start, stop):
         b = bt // L
         t = bt % L
         n = min(block, t + 1)
@@ -110,8 +104,13 @@ def _block_attention_backward_kernel(dh, da, has_da, x, q, a, block, ds, dq, dx)
             for k in range(n):
                 acc += ds[b, t, k] * x[b, t - k, d]
             dq[b, t, d] = acc
-    # pass 2: per position j, gather from the positions t = j + k whose window holds j
-    for bj in prange(B * L):
+
+
+@njit(nogil=True, cache=True)
+def _block_attention_input_gradients(dh, q, a, ds, block, dx, start, stop):
+    """Backward pass 2: per position j, gather from the positions t = j + k whose window holds j."""
+    B, L, D = dx.shape
+    for bj in range(start, stop):
         b = bj // L
         j = bj % L
         kmax = min(block, L - j)
@@ -131,7 +130,8 @@ def safu_block_attention_forward(x, q, block):
     B, L, D = x.shape
     h = np.empty_like(x)
     a = np.empty((B, L, block), dtype=x.dtype)
-    _block_attention_forward_kernel(x, q, block, h, a)
+    launch.run(launch.ALWAYS_POOL, _block_attention_forward_positions, (x, q, block, h, a), B * L,
+               B * L * block * D)
     return h, a
 
 
@@ -151,7 +151,11 @@ def safu_block_attention_backward(dh, da, x, q, a, block):
     ds = np.empty((B, L, block), dtype=dtype)
     dq = np.empty_like(x)
     dx = np.empty_like(x)
-    _block_attention_backward_kernel(dh, da, has_da, x, q, a, block, ds, dq, dx)
+    work = B * L * block * D
+    launch.run(launch.ALWAYS_POOL, _block_attention_score_gradients,
+               (dh, da, has_da, x, q, a, block, ds, dq), B * L, work)
+    launch.run(launch.ALWAYS_POOL, _block_attention_input_gradients, (dh, q, a, ds, block, dx),
+               B * L, work)
     return dx, dq
 
 
@@ -302,32 +306,9 @@ def _contexts_backward_rows(dz, da, has_da, x, q, a, start, block, radial, use_d
                     dxt[d] += running
 
 
-@njit(parallel=True, cache=True)
-def _parallel_contexts_forward(x, q, start, block, radial, use_document, scale, prev_sum,
-                               has_prev, prev_count, z, a):
-    for b in prange(x.shape[0]):
-        _contexts_forward_rows(x, q, start, block, radial, use_document, scale, prev_sum,
-                               has_prev, prev_count, z, a, b, b + 1)
-
-
-@njit(parallel=True, cache=True)
-def _parallel_contexts_backward(dz, da, has_da, x, q, a, start, block, radial, use_document,
-                                scale, prev_count, dx, dq):
-    for b in prange(x.shape[0]):
-        _contexts_backward_rows(dz, da, has_da, x, q, a, start, block, radial, use_document,
-                                scale, prev_count, dx, dq, b, b + 1)
-
-
 def _contexts_work(B, S, D, block, radial):
     """Multiply-adds and copied elements of one direction, roughly."""
     return B * S * D * (2 * block + radial + 1)
-
-
-def _run_rows(kernel, parallel_driver, args, B, work):
-    if B > 1 and work >= CONTEXTS_PARALLEL_MIN_WORK:
-        parallel_driver(*args)
-    else:
-        run_split(kernel, args, B, n_parts(B, work, CONTEXTS_SPLIT_MIN_WORK))
 
 
 def safu_contexts_forward(x, q, start, block, radial, use_document, scale=1.0, prev_sum=None,
@@ -350,8 +331,8 @@ def safu_contexts_forward(x, q, start, block, radial, use_document, scale=1.0, p
     a = np.empty((B, L, max(block, 1)), dtype=dt)
     args = (x, q, start, block, radial, bool(use_document), float(scale), prev, has_prev,
             int(prev_count), z, a)
-    _run_rows(_contexts_forward_rows, _parallel_contexts_forward, args, B,
-              _contexts_work(B, L, D, block, radial))
+    launch.run(launch.SAFU_CONTEXTS, _contexts_forward_rows, args, B,
+               _contexts_work(B, L, D, block, radial))
     return z, (a if block else None)
 
 
@@ -385,6 +366,6 @@ def safu_contexts_backward(dz, da, x, q, a, start, block, radial, use_document, 
     dq = empty_aligned((B, L, D), dt) if block else np.zeros((1, 1, 1), dtype=dt)
     args = (dz, da, has_da, x, q, a, start, block, radial, bool(use_document), float(scale),
             int(prev_count), dx, dq)
-    _run_rows(_contexts_backward_rows, _parallel_contexts_backward, args, B,
-              2 * _contexts_work(B, L, D, block, radial))
+    launch.run(launch.SAFU_CONTEXTS, _contexts_backward_rows, args, B,
+               2 * _contexts_work(B, L, D, block, radial))
     return dx, (dq if block else None)

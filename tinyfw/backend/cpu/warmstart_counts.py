@@ -22,7 +22,7 @@ its solve with these. All arithmetic is float64.
 - ``choice_counts``: ``F = sum_t x_t x_{t - k*(t)}^T`` over the kept positions; threads own
   ranges of rows of F.
 
-Every kernel handles a range of units on the calling thread; ``core_kernels._run`` chooses the
+Every kernel handles a range of units on the calling thread; ``runtime/launch.py`` chooses the
 calling thread, helper threads or Numba's pool by the size of the work, as for the training
 kernels.
 """
@@ -31,10 +31,11 @@ import mmap
 
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic
 
-from .core_kernels import _chunk, _run, embedding_backward
+from .core_kernels import embedding_backward
+from .runtime import launch
 
 __all__ = ["target_counts", "softmax_cross_entropy_rows", "offset_choices", "choice_counts",
            "sparse_column_mask", "split_columns", "listed_products", "large_empty",
@@ -362,20 +363,6 @@ def _softmax_gradient_rows(S, targets, indptr, indices, values, W, loss, start, 
         s[t] -= 1.0
 
 
-@njit(cache=True, parallel=True)
-def _parallel_softmax_loss_rows(S, targets, indptr, indices, values, W, loss, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(S.shape[0], n_chunks, c)
-        _softmax_loss_rows(S, targets, indptr, indices, values, W, loss, start, stop)
-
-
-@njit(cache=True, parallel=True)
-def _parallel_softmax_gradient_rows(S, targets, indptr, indices, values, W, loss, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(S.shape[0], n_chunks, c)
-        _softmax_gradient_rows(S, targets, indptr, indices, values, W, loss, start, stop)
-
-
 def softmax_cross_entropy_rows(S, targets, gradient=False, sparse=None):
     """Per-row cross-entropy of logits S (n, V) float64 against targets (n,): returns the
     losses (n,) ``-log max(p_t, 1e-300)``, p = softmax of the row.
@@ -400,10 +387,10 @@ def softmax_cross_entropy_rows(S, targets, gradient=False, sparse=None):
         indptr = np.ascontiguousarray(indptr, dtype=np.int64)
         indices = np.ascontiguousarray(indices, dtype=np.int64)
         values, W = np.ascontiguousarray(values), np.ascontiguousarray(W)
-    kernel, driver = ((_softmax_gradient_rows, _parallel_softmax_gradient_rows) if gradient
-                      else (_softmax_loss_rows, _parallel_softmax_loss_rows))
+    kernel = _softmax_gradient_rows if gradient else _softmax_loss_rows
     loss = np.empty(S.shape[0])
-    _run(kernel, driver, (S, targets, indptr, indices, values, W, loss), S.shape[0], S.size)
+    launch.run(launch.ROWS, kernel, (S, targets, indptr, indices, values, W, loss), S.shape[0],
+               S.size)
     return loss
 
 
@@ -442,20 +429,6 @@ def _split_rows(Z, dense_cols, sparse_cols, dense, indptr, indices, values, star
                 q += 1
 
 
-@njit(cache=True, parallel=True)
-def _parallel_count_row_nonzeros(Z, sparse_cols, counts, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(Z.shape[0], n_chunks, c)
-        _count_row_nonzeros(Z, sparse_cols, counts, start, stop)
-
-
-@njit(cache=True, parallel=True)
-def _parallel_split_rows(Z, dense_cols, sparse_cols, dense, indptr, indices, values, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(Z.shape[0], n_chunks, c)
-        _split_rows(Z, dense_cols, sparse_cols, dense, indptr, indices, values, start, stop)
-
-
 def split_columns(Z):
     """Z (M, k) float64 split for ``softmax_cross_entropy_rows`` by ``sparse_column_mask``:
     returns ``(dense_cols, dense, sparse_cols, (indptr, indices, values))``, ``dense = Z[:,
@@ -467,15 +440,15 @@ def split_columns(Z):
     sparse_cols = np.flatnonzero(mask).astype(np.int64)
     M = Z.shape[0]
     counts = np.zeros(M, dtype=np.int64)
-    _run(_count_row_nonzeros, _parallel_count_row_nonzeros, (Z, sparse_cols, counts), M,
-         M * len(sparse_cols))
+    launch.run(launch.ROWS, _count_row_nonzeros, (Z, sparse_cols, counts), M,
+               M * len(sparse_cols))
     indptr = np.zeros(M + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     dense = large_empty((M, len(dense_cols)))
     indices = np.empty(indptr[-1], dtype=np.int64)
     values = np.empty(indptr[-1])
-    _run(_split_rows, _parallel_split_rows,
-         (Z, dense_cols, sparse_cols, dense, indptr, indices, values), M, Z.size)
+    launch.run(launch.ROWS, _split_rows,
+               (Z, dense_cols, sparse_cols, dense, indptr, indices, values), M, Z.size)
     return dense_cols, dense, sparse_cols, (indptr, indices, values)
 
 
@@ -514,13 +487,6 @@ def _listed_products_rows(D, W, indptr, cols, out, start, stop):
             out[r, cols[q]] = _dot(D[r], W[cols[q]])
 
 
-@njit(cache=True, parallel=True)
-def _parallel_listed_products(D, W, indptr, cols, out, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(D.shape[0], n_chunks, c)
-        _listed_products_rows(D, W, indptr, cols, out, start, stop)
-
-
 def listed_products(D, W, indptr, cols):
     """``out = D @ W.T`` (n, k) float64 at the listed entries only (row r: columns
     ``cols[indptr[r]:indptr[r + 1]]``), zero elsewhere. The solve needs ``dL/dh`` only where
@@ -531,8 +497,8 @@ def listed_products(D, W, indptr, cols):
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     cols = np.ascontiguousarray(cols, dtype=np.int64)
     out = np.zeros((D.shape[0], W.shape[0]))
-    _run(_listed_products_rows, _parallel_listed_products, (D, W, indptr, cols, out),
-         D.shape[0], len(cols) * D.shape[1])
+    launch.run(launch.ROWS, _listed_products_rows, (D, W, indptr, cols, out),
+               D.shape[0], len(cols) * D.shape[1])
     return out
 
 
@@ -585,13 +551,6 @@ def _offset_choices_positions(X, G, block, decides, choice, keep, start, stop):
         keep[n, t] = ok
 
 
-@njit(cache=True, parallel=True)
-def _parallel_offset_choices(X, G, block, decides, choice, keep, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(X.shape[0] * X.shape[1], n_chunks, c)
-        _offset_choices_positions(X, G, block, decides, choice, keep, start, stop)
-
-
 def offset_choices(X, G, block):
     """The differential criterion over the block window (``explicit_steps.offset_choices``):
     X inputs and G = dL/dh, both (N, L, d) float64 -> ``(choice (N, L) int64, keep (N, L)
@@ -601,8 +560,8 @@ def offset_choices(X, G, block):
     N, L, _ = X.shape
     choice = np.zeros((N, L), dtype=np.int64)
     keep = np.zeros((N, L), dtype=np.bool_)
-    _run(_offset_choices_positions, _parallel_offset_choices,
-         (X, G, block, block > 1, choice, keep), N * L, X.size * min(block, L))
+    launch.run(launch.ROWS, _offset_choices_positions, (X, G, block, block > 1, choice, keep),
+               N * L, X.size * min(block, L))
     return choice, keep
 
 
@@ -623,13 +582,6 @@ def _choice_counts_rows(X, choice, keep, F, start, stop):
                         row[b] += xa * chosen[b]
 
 
-@njit(cache=True, parallel=True)
-def _parallel_choice_counts(X, choice, keep, F, n_chunks):
-    for c in prange(n_chunks):
-        start, stop = _chunk(X.shape[2], n_chunks, c)
-        _choice_counts_rows(X, choice, keep, F, start, stop)
-
-
 def choice_counts(X, choice, keep):
     """``F = sum over kept (n, t) of x_{n,t} x_{n,t-choice}^T`` (d, d) float64 for X (N, L, d)
     float64, choice ints (N, L) and keep bool (N, L)."""
@@ -639,5 +591,5 @@ def choice_counts(X, choice, keep):
     keep = np.ascontiguousarray(keep)
     D = X.shape[2]
     F = np.zeros((D, D))
-    _run(_choice_counts_rows, _parallel_choice_counts, (X, choice, keep, F), D, X.size)
+    launch.run(launch.ROWS, _choice_counts_rows, (X, choice, keep, F), D, X.size)
     return F

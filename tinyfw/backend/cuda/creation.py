@@ -28,8 +28,9 @@ def arange_kernel():
     return cuda.jit(kernel)
 
 
-def from_numpy(a):
-    """A device copy of ``a`` (anything ``np.asarray`` accepts), C-contiguous."""
+def from_numpy(a, copy=True):
+    """A device copy of ``a`` (anything ``np.asarray`` accepts), C-contiguous (always a copy,
+    whatever ``copy`` says)."""
     a = np.asarray(a, order="C")  # keeps 0-d arrays 0-d
     check_dtype("from_numpy", a.dtype)
     return cuda.to_device(a)

@@ -2,13 +2,13 @@
 
 A kernel here is a serial Numba function ``kernel(*args, start, stop)`` over independent units
 (rows, elements, attention heads) that releases the GIL (``nogil=True``). There are three ways to
-run one (``core_kernels._run`` and ``attention._launch`` choose by the size of the work):
+run one (``launch.py`` chooses by the size of the work):
 
 - small work: on the calling thread alone;
 - mid-size work (what a W1 training step is made of: a GELU over 393k elements, attention over
   48 heads of 64 tokens, 0.2-1 ms each on one core): ``run_split`` below, the calling thread
   takes the first range and the helper threads the others;
-- large work (W4-W7's inputs): Numba's parallel pool (the kernels' ``prange`` drivers).
+- large work (W4-W7's inputs): Numba's parallel pool (``launch.py``'s ``prange`` drivers).
 
 Why not Numba's pool for the middle too: a pool launch costs more, and varies more, than waking
 one helper, so at these sizes the helpers gain where the pool barely breaks even. Handing a
@@ -16,9 +16,9 @@ range to a helper still costs a thread wake-up (some tens of microseconds), so o
 about 0.1 ms and more are split.
 
 Helpers only pay when NumPy's BLAS does not keep the other cores busy between matmuls:
-``ENABLED`` is true when NumPy uses OpenBLAS with a short spin (``BLAS_SPIN_IS_SHORT`` in
-``tinyfw/backend/__init__.py``). With OpenBLAS's default spin a helper shares its core with a
-spinning BLAS thread, and splitting makes the step slower. The measurements are in
+``ENABLED`` is true when NumPy uses OpenBLAS with a short spin (``environment.short_blas_spin``).
+With OpenBLAS's default spin a helper shares its core with a spinning BLAS thread, and splitting
+makes the step slower. The measurements are in
 ``bench/NOTES.md``.
 """
 import os
@@ -29,8 +29,8 @@ import numba
 import numpy as np
 from numba import njit
 
-from .. import BLAS_SPIN_IS_SHORT
 from .atomics import load_acquire
+from .environment import configure
 
 __all__ = ["run_split", "n_parts"]
 
@@ -42,7 +42,7 @@ def _numpy_uses_openblas():
         return False
 
 
-ENABLED = BLAS_SPIN_IS_SHORT and _numpy_uses_openblas()
+ENABLED = configure().blas_spin_is_short and _numpy_uses_openblas()
 
 _pool = None
 _pool_pid = None
