@@ -26,7 +26,7 @@ from collections import Counter
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tinyfw  # noqa: E402  before NumPy: it sets OpenBLAS's spin (tinyfw/backend/__init__.py)
+import tinyfw  # noqa: E402  before NumPy: it sets OpenBLAS's spin (backend/cpu/runtime)
 import numpy as np  # noqa: E402
 from tinyfw.data import builtin_corpus  # noqa: E402
 from tinyfw.nn.safu import SAFULanguageModel  # noqa: E402

@@ -101,7 +101,7 @@ def load_average():
 
 
 def _helper_threads_enabled():
-    from tinyfw.backend.cpu import helper_threads
+    from tinyfw.backend.cpu.runtime import helper_threads
     return helper_threads.ENABLED
 
 

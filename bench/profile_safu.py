@@ -20,7 +20,7 @@ import time
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tinyfw  # noqa: E402,F401  before NumPy: it sets OpenBLAS's spin (tinyfw/backend/__init__.py)
+import tinyfw  # noqa: E402,F401  before NumPy: it sets OpenBLAS's spin (backend/cpu/runtime)
 import numpy as np  # noqa: E402
 
 from bench import harness as H  # noqa: E402

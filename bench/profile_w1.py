@@ -30,7 +30,7 @@ import types
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tinyfw  # noqa: E402,F401  before NumPy: it sets OpenBLAS's spin (tinyfw/backend/__init__.py)
+import tinyfw  # noqa: E402,F401  before NumPy: it sets OpenBLAS's spin (backend/cpu/runtime)
 import numpy as np  # noqa: E402
 
 from bench import harness as H  # noqa: E402
@@ -229,7 +229,8 @@ def main(argv=None):
     p.add_argument("--torch", action="store_true", help="also time the PyTorch step")
     p.add_argument("--no-malloc-tuning", action="store_true",
                    help="leave glibc's malloc as it is (TINYFW_MALLOC_TUNING=0) to show what "
-                   "the page faults cost without tinyfw/backend/cpu/allocator.py")
+                   "the page faults cost without the malloc settings of "
+                   "tinyfw/backend/cpu/runtime/environment.py")
     args = p.parse_args(argv)
     if args.no_malloc_tuning:
         if "tinyfw.backend.cpu" in sys.modules:
@@ -254,12 +255,12 @@ def main(argv=None):
     for _ in range(args.steps):
         step()
     plain = (clock() - t0) / args.steps
-    from tinyfw.backend.cpu import allocator
+    from tinyfw.backend.cpu import runtime
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     out.write(f"Plain step (no instrumentation): {plain * 1e3:.1f} ms; per step "
               f"{(r1.ru_minflt - r0.ru_minflt) / args.steps:.0f} minor page faults and "
               f"{(r1.ru_stime - r0.ru_stime) / args.steps * 1e3:.1f} ms of system (kernel) "
-              f"time [malloc {'tuned' if allocator.MALLOC_TUNED else 'untouched'}]\n")
+              f"time [malloc {'tuned' if runtime.configure().malloc_tuned else 'untouched'}]\n")
     if args.torch:
         import torch
         from bench import torch_peers as tp

@@ -17,7 +17,7 @@ import time
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tinyfw  # noqa: E402,F401  before NumPy: it sets OpenBLAS's spin (tinyfw/backend/__init__.py)
+import tinyfw  # noqa: E402,F401  before NumPy: it sets OpenBLAS's spin (backend/cpu/runtime)
 from bench import harness as H  # noqa: E402
 
 DEFAULT_OUT = os.path.join("runs", "bench")
