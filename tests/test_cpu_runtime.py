@@ -123,3 +123,37 @@ def test_unit_range_cuts_nearly_equal_ranges():
     bounds = [launch.unit_range(10, 4, r) for r in range(4)]
     assert bounds == [(0, 3), (3, 6), (6, 9), (9, 10)]
     assert launch.unit_range(2, 4, 3) == (2, 2)                  # more ranges than units
+
+
+@pytest.mark.parametrize("path", ["serial", "parallel"])
+def test_always_pool_kernels_match_their_references_on_both_paths(monkeypatch, path):
+    """The fast-weight recurrences and SAFU block attention (policy ALWAYS_POOL) give the
+    reference's results on the calling thread as in Numba's pool."""
+    from conftest import launch_path
+    from tinyfw.backend import cpu, reference
+    launch_path(monkeypatch, "ALWAYS_POOL", path)
+    rng = np.random.default_rng(0)
+    q, k, v, do = (rng.standard_normal((2, 3, 9, 4)) for _ in range(4))
+    beta = rng.uniform(0.1, 0.9, (2, 3, 9))
+    tol = dict(rtol=1e-10, atol=1e-12)
+    for got, want in [
+            (cpu.linear_attention_forward(q, k, v), reference.linear_attention_forward(q, k, v)),
+            (cpu.delta_rule_forward(q, k, v, beta), reference.delta_rule_forward(q, k, v, beta))]:
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, **tol)
+    ds = np.zeros((2, 3, 4, 4))
+    for a, b in zip(cpu.linear_attention_backward(do, ds, q, k, v),
+                    reference.linear_attention_backward(do, ds, q, k, v)):
+        np.testing.assert_allclose(a, b, **tol)
+    _, _, r = reference.delta_rule_forward(q, k, v, beta)
+    for a, b in zip(cpu.delta_rule_backward(do, ds, q, k, v, beta, None, r),
+                    reference.delta_rule_backward(do, ds, q, k, v, beta, None, r)):
+        np.testing.assert_allclose(a, b, **tol)
+    x, qs, dh = (rng.standard_normal((2, 11, 5)) for _ in range(3))
+    h, a = cpu.safu_block_attention_forward(x, qs, 3)
+    h_ref, a_ref = reference.safu_block_attention_forward(x, qs, 3)
+    np.testing.assert_allclose(h, h_ref, **tol)
+    np.testing.assert_allclose(a, a_ref, **tol)
+    for got, want in zip(cpu.safu_block_attention_backward(dh, None, x, qs, a, 3),
+                         reference.safu_block_attention_backward(dh, None, x, qs, a_ref, 3)):
+        np.testing.assert_allclose(got, want, **tol)

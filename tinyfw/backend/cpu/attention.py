@@ -4,7 +4,7 @@
 Two paths, chosen by length (``DENSE_MAX_LENGTH``, 128):
 
 - short contexts (W1: T = 64): the dense path, one head at a time as whole tiles: scores
-  ``scale k q^T`` with BLAS (``blas.gemm``), the causal mask as a select, the softmax with
+  ``scale k q^T`` with BLAS (``runtime/blas.gemm``), the causal mask as a select, the softmax with
   vectorised loops (float32 exp from ``fastmath.exp_float32``, float64 keeps libm), then
   ``p v`` (backward: ``p^T do``, ``do v^T``, ``ds^T q``, ``ds k``) with BLAS. BLAS reads the
   caller's strided q/k/v/do views and writes the outputs (which may be views too: ``out=``)
@@ -313,8 +313,8 @@ def _check(name, q, k, v, offset):
 
 
 def _as_dtype(a, dt):
-    """a in dtype dt; a strided view whose rows BLAS can read (see blas.rows_are_contiguous)
-    passes as it is: the dense kernels hand each head's rows to BLAS where they lie."""
+    """a in dtype dt; a strided view whose rows BLAS can read (``rows_are_contiguous``) passes as
+    it is: the dense kernels hand each head's rows to BLAS where they lie."""
     a = np.asarray(a)
     return a if a.dtype == dt and rows_are_contiguous(a) else np.ascontiguousarray(a, dtype=dt)
 

@@ -28,7 +28,7 @@ Design (each array is read or written once from memory; a row, a few KB, then st
 
 Both directions are memory-bound: x and dy come from memory once, every later pass over a row
 reads L1. Inputs that start on a 64-byte boundary run faster, since each AVX-512 load then
-touches one cache line (see ``allocator.copy_aligned``). Timings, and the variants tried and
+touches one cache line (``runtime/allocator.py``). Timings, and the variants tried and
 left out, are in ``bench/NOTES.md``.
 """
 import numpy as np

@@ -62,9 +62,9 @@ def large_empty(shape):
     mapping marked for transparent huge pages (``MADV_HUGEPAGE``, where the system has them).
 
     The solve's feature matrices (100-150 MB) are allocated a few times per solve, above
-    malloc's mmap threshold (``allocator.py``: 32 MB), so each comes fresh from the kernel and
-    would be page-faulted in 4 KB at a time; 2 MB pages make the first touch several times
-    cheaper."""
+    malloc's mmap threshold (``runtime/environment.py``: 32 MB), so each comes fresh from the
+    kernel and would be page-faulted in 4 KB at a time; 2 MB pages make the first touch several
+    times cheaper."""
     n = int(np.prod(shape))
     if n * 8 < LARGE_ARRAY_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
         return np.empty(shape)
