@@ -24,8 +24,9 @@ Each run evaluates before its first step and every ``--eval-every`` steps (``met
 The tables report, per (model, init, size): the perplexity before training, the best validation
 perplexity over the evaluations (what early stopping keeps), the final one, and the wall-clock
 (warm start included) each run needs to reach the cold softmax transformer's best validation
-loss at the same size (its mean over seeds). Writes ``OUT.json``, ``OUT.md`` and ``OUT.png`` (matplotlib) where OUT is
-``--out`` (default ``demos/results/warm_start_<corpus>``); the run directories go to ``--work``.
+loss at the same size (its mean over seeds), and the warm start's own seconds. Writes
+``OUT.json``, ``OUT.md`` and ``OUT.png`` (matplotlib) where OUT is ``--out`` (default
+``demos/results/warm_start_<corpus>``); the run directories go to ``--work``.
 """
 import argparse
 import json
@@ -38,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tinyfw.checkpoint import load_checkpoint  # noqa: E402
 from tinyfw.data.corpora import shared_data_path  # noqa: E402
 from tinyfw.fileio import atomic_write  # noqa: E402
 from tinyfw.nn.model_kinds import build_model, model_settings  # noqa: E402
@@ -97,15 +99,10 @@ def run_one(args, corpus, kind, model, init, fraction, seed):
     record = {"model": kind, "init": init, "fraction": fraction, "seed": seed,
               "parameters": result["n_params"], "init_seconds": result["init_seconds"],
               "wall_seconds": time.perf_counter() - start,
-              "train_tokens": int(read_metrics_meta(out)["train_tokens"]),
+              "train_tokens": load_checkpoint(result["checkpoint"])["data"]["train_tokens"],
               "metrics": read_metrics(result["metrics"])}
     atomic_write(done, lambda f: json.dump(record, f), mode="w", encoding="utf-8")
     return record
-
-
-def read_metrics_meta(out):
-    from tinyfw.checkpoint import load_checkpoint
-    return load_checkpoint(os.path.join(out, "ckpt.npz"))["data"]
 
 
 # ----------------------------------------------------------------------------------- summary
@@ -178,8 +175,9 @@ def tables(rows, fractions):
             continue
         lines.append(f"\n### {model} ({sub[0]['parameters']:,} parameters): best validation "
                      "perplexity (mean ± spread over seeds)\n")
-        lines.append("| init | " + " | ".join(f"{f:.0%} ({next(r['train_tokens'] for r in sub if r['fraction'] == f):,} tokens)"
-                                                for f in fractions) + " |")
+        tokens = {r["fraction"]: r["train_tokens"] for r in sub}
+        lines.append("| init | " + " | ".join(f"{f:.0%} ({tokens[f]:,} tokens)" for f in fractions)
+                     + " |")
         lines.append("|---" + "|---:" * len(fractions) + "|")
         for init in INITS:
             cells = [next((fmt(r["best_ppl"]) for r in sub

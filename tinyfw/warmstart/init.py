@@ -57,8 +57,8 @@ from .bit_cipher import BitCipher, bits_needed, capacity
 from .cooccurrence import cooccurrence_vectors
 from .explicit_training import explicit_train, stream_windows
 
-__all__ = ["METHODS", "safu_input_width", "ranked_cipher", "cipher_embeddings", "cooccurrence_embeddings",
-           "project_vectors", "init_embedding_", "bigram_explicit_logits",
+__all__ = ["METHODS", "safu_input_width", "ranked_cipher", "cipher_embeddings",
+           "cooccurrence_embeddings", "project_vectors", "init_embedding_", "bigram_explicit_logits",
            "init_output_layer_explicit_", "init_language_model"]
 
 METHODS = ("random", "cipher", "cooc", "explicit")
