@@ -19,7 +19,8 @@ What one run does, in named stages (each a function below):
    ``explicit`` also sets the output layer (the transformer) or solves every SAFU layer in closed
    form (the SAFU model).
 3. **optimiser**: AdamW, linear warm-up then cosine decay, gradient clipping.
-4. **loop**: every ``eval_every`` steps (and at step 0 of a warm start) it estimates the training
+4. **loop** (``TrainingRun``: ``step_once``, ``evaluate``, ``checkpoint_state``): every
+   ``eval_every`` steps (and at step 0 of a warm start) it estimates the training
    and validation loss on ``eval_iters`` fixed batches, appends them to ``OUT/metrics.jsonl``
    and writes a checkpoint, ``OUT/ckpt.npz`` (and ``OUT/best.npz`` when the validation loss
    improved). ``patience`` stops early when the validation loss has not improved for that many
@@ -519,7 +520,6 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
     progress = Progress(stream, cfg.steps, cfg.log_every or max(1, cfg.steps // 20))
     log = progress.message
     ckpt_path = os.path.join(cfg.out, "ckpt.npz")
-    best_path = os.path.join(cfg.out, "best.npz")
     metrics = MetricsLog(os.path.join(cfg.out, "metrics.jsonl"))
 
     ckpt = None
@@ -563,130 +563,32 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
 
     # Stage 3: optimiser and schedule.
     optimizer, scheduler = build_optimizer(cfg, model)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     batch_rng = np.random.default_rng(cfg.seed)
     if ckpt is None:
-        step, best_val, best_step, elapsed = 0, float("inf"), None, init_seconds
-        history = _empty_history()
+        state = (0, float("inf"), None, init_seconds, _empty_history())
         metrics.start()
     else:
-        step, best_val, best_step, elapsed, history = _restore_run(ckpt, cfg, optimizer,
-                                                                   scheduler, batch_rng)
-        metrics.start(keep_upto=step)
-        log(f"resumed from {ckpt_path} at step {step} (best val loss {best_val:.4f})")
+        state = _restore_run(ckpt, cfg, optimizer, scheduler, batch_rng)
+        metrics.start(keep_upto=state[0])
+        log(f"resumed from {ckpt_path} at step {state[0]} (best val loss {state[1]:.4f})")
 
-    n_params = model.num_parameters()
-    T, B = settings["context_length"], cfg.batch_size
+    run = TrainingRun(cfg, model, optimizer, scheduler, data, settings["context_length"],
+                      batch_rng, device, metrics, log, init_report, init_seconds, state)
     if ckpt is None:
-        log(_describe(cfg, settings, n_params) + f"; training {cfg.steps} steps of {B}x{T} "
-            f"tokens ({data.info['train_tokens']:,} training tokens) on {device}")
-
-    def checkpoint_state():
-        return {
-            "model_kind": cfg.model_kind,
-            "init": cfg.init,
-            "init_report": init_report,
-            "init_seconds": init_seconds,
-            "model": model.state_dict(),
-            "model_config": saved_settings(model, T),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "train_config": cfg.to_dict(),
-            "tokenizer": json.dumps(data.tokenizer.to_dict()),
-            "step": step,
-            "best_val_loss": best_val,
-            "best_step": best_step,
-            "elapsed": elapsed,
-            "history": history,
-            "rng": {"global": _random.get_rng_state(), "batches": batch_rng.bit_generator.state},
-            "data": {"source": data.info["source"], "text_sha256": data.info["text_sha256"],
-                     "n_tokens": int(len(data.ids)), "train_tokens": data.info["train_tokens"],
-                     "val_tokens": data.info["val_tokens"]},
-        }
-
-    def evaluate(lr):
-        """Stage 4b: losses on fixed batches, the metrics line, the checkpoints."""
-        nonlocal best_val, best_step
-        train_loss = estimate_loss(model, data.train_ids, B, T, cfg.eval_iters, cfg.seed + 1,
-                                   device)
-        val_loss = estimate_loss(model, data.val_ids, B, T, cfg.eval_iters, cfg.seed + 2, device)
-        history["eval_step"].append(step)
-        history["eval_train_loss"].append(train_loss)
-        history["val_loss"].append(val_loss)
-        improved = val_loss < best_val
-        if improved:
-            best_val, best_step = val_loss, step
-        metrics.append({"step": step, "tokens": step * B * T, "elapsed_s": round(elapsed, 4),
-                        "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
-                        "val_ppl": math.exp(min(val_loss, 700.0)), "best_val_loss": best_val,
-                        "model": cfg.model_kind, "init": cfg.init})
-        log(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
-            + ("  (best so far)" if improved else "") + f"  [{format_seconds(elapsed)}]")
-        state = checkpoint_state()
-        save_checkpoint(ckpt_path, state)
-        if improved:
-            save_checkpoint(best_path, state)
+        log(_describe(cfg, settings, run.n_params) + f"; training {cfg.steps} steps of "
+            f"{cfg.batch_size}x{run.T} tokens ({data.info['train_tokens']:,} training tokens) "
+            f"on {device}")
+        if cfg.evaluates_at_start:
+            run.evaluate(optimizer.param_groups[0]["lr"])
 
     # Stage 4: the loop.
-    last_loss, val_loss = float("nan"), None
-    step_time_ema = None
-    tokens_per_s = 0.0
     stop_at = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    early_stopped = False
-    if ckpt is None and cfg.evaluates_at_start:
-        evaluate(optimizer.param_groups[0]["lr"])
-        val_loss = history["val_loss"][-1]
-    loop_start, elapsed_before = time.perf_counter(), elapsed
-    with StopRequest(progress) as stop:
-        while step < stop_at and not stop.requested and not early_stopped:
-            t0 = time.perf_counter()
-            x, y = get_batch(data.train_ids, B, T, batch_rng)
-            _, loss = model(tensor(x, device=device), tensor(y, device=device))
-            optimizer.zero_grad()
-            loss.backward()
-            if cfg.grad_clip > 0:
-                clip_grad_norm_(params, cfg.grad_clip)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            last_loss = loss.item()
-            step += 1
-            now = time.perf_counter()
-            dt = now - t0
-            elapsed = elapsed_before + (now - loop_start)  # wall time, evaluations included
-            if not math.isfinite(last_loss):
-                progress.close()
-                raise FloatingPointError(
-                    f"train: the loss became {last_loss} at step {step}; the checkpoint "
-                    f"{ckpt_path} keeps the last good state (try a lower --lr or --grad-clip)")
-            history["step"].append(step)
-            history["loss"].append(last_loss)
-            history["lr"].append(lr)
-            # The first steps include Numba compilation; the moving average forgets them.
-            step_time_ema = dt if step_time_ema is None else 0.9 * step_time_ema + 0.1 * dt
-            tokens_per_s = B * T / step_time_ema
-            progress.update(step, last_loss, lr, tokens_per_s, (stop_at - step) * step_time_ema)
-
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                evaluate(lr)
-                val_loss = history["val_loss"][-1]
-                stale = len(history["val_loss"]) - 1 - int(np.argmin(history["val_loss"]))
-                early_stopped = cfg.patience > 0 and stale >= cfg.patience
-        progress.close()
-        elapsed = elapsed_before + (time.perf_counter() - loop_start)
-        if not history["eval_step"] or history["eval_step"][-1] != step:
-            save_checkpoint(ckpt_path, checkpoint_state())  # the last state not yet written
-        if early_stopped:
-            log(f"early stop at step {step}: the validation loss has not improved for "
-                f"{cfg.patience} evaluations (best {best_val:.4f} at step {best_step}, kept in "
-                f"{best_path})")
-        elif step < cfg.steps:
-            log(f"stopped at step {step} of {cfg.steps}; checkpoint written to {ckpt_path} "
-                f"(continue with: tinyfw train --resume --out {cfg.out})")
+    run.loop(stop_at, progress)
+    step, history = run.step, run.history
 
     # Stage 5: a sample and the loss curve.
     sample = None
-    if cfg.sample_tokens and (step >= cfg.steps or early_stopped):
+    if cfg.sample_tokens and (step >= cfg.steps or run.early_stopped):
         from .sample import generate_text
         sample = generate_text(model, data.tokenizer, "", cfg.sample_tokens,
                                temperature=cfg.temperature, seed=cfg.seed, device=device)
@@ -699,12 +601,144 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
             log(f"loss curve written to {plot_path}")
         except ImportError as e:
             log(f"plot: {e}")
-    return {"step": step, "train_loss": last_loss, "val_loss": val_loss,
-            "best_val_loss": best_val, "best_step": best_step, "history": history,
-            "sample": sample, "elapsed": elapsed, "init_seconds": init_seconds,
-            "init_report": init_report, "checkpoint": ckpt_path, "metrics": metrics.path,
-            "tokens_per_s": tokens_per_s, "n_params": n_params, "model": model,
-            "tokenizer": data.tokenizer, "early_stopped": early_stopped}
+    return {"step": step, "train_loss": run.last_loss, "val_loss": run.val_loss,
+            "best_val_loss": run.best_val, "best_step": run.best_step, "history": history,
+            "sample": sample, "elapsed": run.elapsed, "init_seconds": init_seconds,
+            "init_report": init_report, "checkpoint": run.ckpt_path, "metrics": metrics.path,
+            "tokens_per_s": run.tokens_per_s, "n_params": run.n_params, "model": model,
+            "tokenizer": data.tokenizer, "early_stopped": run.early_stopped}
+
+
+class TrainingRun:
+    """The state of a run between its set-up and its end: the step count, the best validation
+    loss, the history and the clock; ``step_once`` (stage 4a), ``evaluate`` (4b) and
+    ``checkpoint_state`` (4c) act on it, and ``loop`` strings them together."""
+
+    def __init__(self, cfg, model, optimizer, scheduler, data, context_length, batch_rng,
+                 device, metrics, log, init_report, init_seconds, state):
+        self.cfg, self.model, self.optimizer, self.scheduler = cfg, model, optimizer, scheduler
+        self.data, self.T, self.B = data, context_length, cfg.batch_size
+        self.batch_rng, self.device, self.metrics, self.log = batch_rng, device, metrics, log
+        self.init_report, self.init_seconds = init_report, init_seconds
+        self.step, self.best_val, self.best_step, self.elapsed, self.history = state
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.n_params = model.num_parameters()
+        self.ckpt_path = os.path.join(cfg.out, "ckpt.npz")
+        self.best_path = os.path.join(cfg.out, "best.npz")
+        self.last_loss, self.val_loss = float("nan"), None
+        self.tokens_per_s, self.early_stopped = 0.0, False
+
+    def step_once(self):
+        """Stage 4a: one optimisation step on a fresh batch; returns ``(loss, lr)``."""
+        x, y = get_batch(self.data.train_ids, self.B, self.T, self.batch_rng)
+        _, loss = self.model(tensor(x, device=self.device), tensor(y, device=self.device))
+        self.optimizer.zero_grad()
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            clip_grad_norm_(self.params, self.cfg.grad_clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss.item(), lr
+
+    def evaluate(self, lr):
+        """Stage 4b: losses on fixed batches, the metrics line, the checkpoints."""
+        cfg, B, T = self.cfg, self.B, self.T
+        train_loss = estimate_loss(self.model, self.data.train_ids, B, T, cfg.eval_iters,
+                                   cfg.seed + 1, self.device)
+        val_loss = estimate_loss(self.model, self.data.val_ids, B, T, cfg.eval_iters,
+                                 cfg.seed + 2, self.device)
+        self.history["eval_step"].append(self.step)
+        self.history["eval_train_loss"].append(train_loss)
+        self.history["val_loss"].append(val_loss)
+        self.val_loss = val_loss
+        improved = val_loss < self.best_val
+        if improved:
+            self.best_val, self.best_step = val_loss, self.step
+        self.metrics.append({
+            "step": self.step, "tokens": self.step * B * T, "elapsed_s": round(self.elapsed, 4),
+            "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+            "val_ppl": math.exp(min(val_loss, 700.0)), "best_val_loss": self.best_val,
+            "model": cfg.model_kind, "init": cfg.init})
+        self.log(f"step {self.step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
+                 + ("  (best so far)" if improved else "")
+                 + f"  [{format_seconds(self.elapsed)}]")
+        state = self.checkpoint_state()
+        save_checkpoint(self.ckpt_path, state)
+        if improved:
+            save_checkpoint(self.best_path, state)
+        stale = len(self.history["val_loss"]) - 1 - int(np.argmin(self.history["val_loss"]))
+        self.early_stopped = cfg.patience > 0 and stale >= cfg.patience
+
+    def checkpoint_state(self):
+        """Stage 4c: everything a checkpoint holds to continue this run bit for bit."""
+        cfg, data = self.cfg, self.data
+        return {
+            "model_kind": cfg.model_kind,
+            "init": cfg.init,
+            "init_report": self.init_report,
+            "init_seconds": self.init_seconds,
+            "model": self.model.state_dict(),
+            "model_config": saved_settings(self.model, self.T),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "train_config": cfg.to_dict(),
+            "tokenizer": json.dumps(data.tokenizer.to_dict()),
+            "step": self.step,
+            "best_val_loss": self.best_val,
+            "best_step": self.best_step,
+            "elapsed": self.elapsed,
+            "history": self.history,
+            "rng": {"global": _random.get_rng_state(),
+                    "batches": self.batch_rng.bit_generator.state},
+            "data": {"source": data.info["source"], "text_sha256": data.info["text_sha256"],
+                     "n_tokens": int(len(data.ids)), "train_tokens": data.info["train_tokens"],
+                     "val_tokens": data.info["val_tokens"]},
+        }
+
+    def loop(self, stop_at, progress):
+        """Stage 4: steps until ``stop_at``, a Ctrl-C or an early stop, with an evaluation and a
+        checkpoint every ``eval_every`` steps and a checkpoint at the end."""
+        cfg, history = self.cfg, self.history
+        step_time_ema = None
+        loop_start, elapsed_before = time.perf_counter(), self.elapsed
+        with StopRequest(progress) as stop:
+            while self.step < stop_at and not stop.requested and not self.early_stopped:
+                t0 = time.perf_counter()
+                loss, lr = self.step_once()
+                self.last_loss = loss
+                now = time.perf_counter()
+                self.elapsed = elapsed_before + (now - loop_start)  # evaluations included
+                if not math.isfinite(loss):
+                    progress.close()
+                    raise FloatingPointError(
+                        f"train: the loss became {loss} at step {self.step}; the checkpoint "
+                        f"{self.ckpt_path} keeps the last good state (try a lower --lr or "
+                        "--grad-clip)")
+                history["step"].append(self.step)
+                history["loss"].append(loss)
+                history["lr"].append(lr)
+                # The first steps include Numba compilation; the moving average forgets them.
+                dt = now - t0
+                step_time_ema = dt if step_time_ema is None else 0.9 * step_time_ema + 0.1 * dt
+                self.tokens_per_s = self.B * self.T / step_time_ema
+                progress.update(self.step, loss, lr, self.tokens_per_s,
+                                (stop_at - self.step) * step_time_ema)
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    self.evaluate(lr)
+            progress.close()
+            self.elapsed = elapsed_before + (time.perf_counter() - loop_start)
+            if not history["eval_step"] or history["eval_step"][-1] != self.step:
+                save_checkpoint(self.ckpt_path, self.checkpoint_state())  # not yet written
+            if self.early_stopped:
+                self.log(f"early stop at step {self.step}: the validation loss has not improved "
+                         f"for {cfg.patience} evaluations (best {self.best_val:.4f} at step "
+                         f"{self.best_step}, kept in {self.best_path})")
+            elif self.step < cfg.steps:
+                self.log(f"stopped at step {self.step} of {cfg.steps}; checkpoint written to "
+                         f"{self.ckpt_path} (continue with: tinyfw train --resume --out "
+                         f"{cfg.out})")
 
 
 def _empty_history():
@@ -795,7 +829,7 @@ def resolve_resume_config(ckpt_path, overrides):
 
 __all__ = ["TrainConfig", "DEFAULT_MODEL", "TOKENIZERS", "INIT_OPTIONS", "train", "load_data",
            "prepare_data", "split_tokens", "resolve_model_settings", "build_run_model",
-           "build_optimizer", "param_groups", "estimate_loss", "MetricsLog", "read_metrics",
-           "save_checkpoint", "load_checkpoint", "load_model_state", "model_from_checkpoint",
+           "build_optimizer", "param_groups", "estimate_loss", "TrainingRun", "MetricsLog",
+           "read_metrics", "save_checkpoint", "load_checkpoint", "load_model_state", "model_from_checkpoint",
            "resolve_resume_config", "config_mismatch", "CheckpointError", "Progress",
            "format_seconds"]
