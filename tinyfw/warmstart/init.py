@@ -319,13 +319,14 @@ def init_output_layer_explicit_(model, token_ids, eps=1.0, ridge=1e-3, max_token
 
 
 def init_language_model(model, token_ids, method="random", bits=None, window=2,
-                        embedding="cipher", rounds=2, eps=0.1, seed=0, max_tokens=200_000,
+                        embedding="cipher", rounds=1, eps=0.1, seed=0, max_tokens=200_000,
                         emb_scale="match", window_length=64, strict=False, log=None):
     """Warm-start ``model`` (LanguageModel or SAFULanguageModel) in place; see the module
     docstring. Returns a dict describing what was done, with the seconds of each phase.
 
     ``eps`` is the additive smoothing of the explicit solution's counts for a SAFU model;
-    ``rounds`` its attention rounds; ``window_length`` the length of the training windows it is
+    ``rounds`` its attention rounds (1: a second round costs another pass over every position
+    and lowers the training loss little); ``window_length`` the length of the training windows it is
     solved on; ``bits``/``window`` the cipher width and co-occurrence window (too few bits for
     the vocabulary grow with a warning, or raise with ``strict``); ``embedding`` the vectors used
     by ``method='explicit'``; ``emb_scale`` the row-norm rule of :func:`init_embedding_` for a
