@@ -27,8 +27,8 @@ def _tree(path):
 
 def test_the_kernel_files_are_found():
     names = {p.name for p in KERNEL_FILES}
-    assert {"core_kernels.py", "norms.py", "attention.py", "fast_weights.py", "safu.py",
-            "bias.py", "warmstart_counts.py"} <= names
+    assert {"core_kernels.py", "norms.py", "rms_norm.py", "attention.py", "fast_weights.py",
+            "safu.py", "bias.py", "warmstart_counts.py"} <= names
 
 
 @pytest.mark.parametrize("path", KERNEL_FILES, ids=lambda p: p.name)

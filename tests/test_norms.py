@@ -8,6 +8,7 @@ import pytest
 import tinyfw as fw
 from conftest import launch_path
 from tinyfw.backend.cpu import norms as kernels
+from tinyfw.backend.cpu import rms_norm as rms_kernels
 from tinyfw.backend.reference import norms as ref
 from tinyfw.nn.normalization import LayerNorm, RMSNorm
 from tinyfw.ops.norms import layer_norm, rms_norm
@@ -85,11 +86,11 @@ def test_layer_norm_kernels_match_reference(shape, affine, dtype, path):
 def test_rms_norm_kernels_match_reference(shape, affine, dtype, path):
     x, w, _, dy = make(shape, dtype, affine)
     want = ref.rms_norm_forward(x, w, 1e-6)
-    got = kernels.rms_norm_forward(x, w, 1e-6)
+    got = rms_kernels.rms_norm_forward(x, w, 1e-6)
     for g, r, name in zip(got, want, ("y", "rstd")):
         assert_close(g, r, dtype, name)
     want = ref.rms_norm_backward(dy, x, w, want[1])
-    got = kernels.rms_norm_backward(dy, x, w, got[1])
+    got = rms_kernels.rms_norm_backward(dy, x, w, got[1])
     for g, r, name in zip(got, want, ("dx", "dw")):
         assert_close(g, r, dtype, name)
 
@@ -105,7 +106,7 @@ def test_kernels_accept_non_contiguous_inputs(path):
                     ref.layer_norm_backward(np.ascontiguousarray(dyt), np.ascontiguousarray(xt),
                                             w6, meanr, rstdr)):
         np.testing.assert_allclose(g, r, **TOL[np.float64])
-    y, rstd = kernels.rms_norm_forward(xt, w6, 1e-6)
+    y, rstd = rms_kernels.rms_norm_forward(xt, w6, 1e-6)
     np.testing.assert_allclose(y, ref.rms_norm_forward(np.ascontiguousarray(xt), w6, 1e-6)[0],
                                **TOL[np.float64])
 
@@ -163,8 +164,8 @@ def test_parameter_gradients_over_many_row_chunks(dtype, path):
         assert got.dtype == dtype
         assert np.all(np.abs(got - terms.sum(0)) <= bound * np.abs(terms).sum(0))
 
-    _, rstd = kernels.rms_norm_forward(x, w, 1e-6)
-    _, dw = kernels.rms_norm_backward(dy, x, w, rstd)
+    _, rstd = rms_kernels.rms_norm_forward(x, w, 1e-6)
+    _, dw = rms_kernels.rms_norm_backward(dy, x, w, rstd)
     terms = as64[0] * as64[1] * rstd.astype(np.float64)[:, None]
     assert np.all(np.abs(dw - terms.sum(0)) <= bound * np.abs(terms).sum(0))
 
@@ -317,7 +318,7 @@ def test_kernel_wrappers_reject_wrong_parameter_shapes():
     with pytest.raises(ValueError, match=r"layer_norm_forward: weight must have shape \(5,\)"):
         kernels.layer_norm_forward(x, np.ones(4), None, 1e-5)
     with pytest.raises(ValueError, match=r"rms_norm_forward: weight must have shape \(5,\)"):
-        kernels.rms_norm_forward(x, np.ones((5, 1)), 1e-6)
+        rms_kernels.rms_norm_forward(x, np.ones((5, 1)), 1e-6)
 
 
 # ----------------------------------------------------------------------------------------------

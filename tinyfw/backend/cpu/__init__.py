@@ -25,9 +25,8 @@ from .core_kernels import (  # noqa: E402,F401
     cross_entropy_forward, cross_entropy_backward, embedding_backward,
     gelu_forward, gelu_backward, adam_step,
 )
-from .norms import (  # noqa: E402,F401
-    layer_norm_forward, layer_norm_backward, rms_norm_forward, rms_norm_backward,
-)
+from .norms import layer_norm_forward, layer_norm_backward  # noqa: E402,F401
+from .rms_norm import rms_norm_forward, rms_norm_backward  # noqa: E402,F401
 from .attention import (  # noqa: E402,F401  softmax attention (dense tiles or rows, from lse)
     attention_forward, attention_backward, packed_attention_forward, packed_attention_backward,
 )

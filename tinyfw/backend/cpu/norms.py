@@ -1,5 +1,5 @@
-"""Numba kernels for layer normalisation and RMS normalisation (same names and meaning as
-``backend/reference/norms.py``, which documents the math).
+"""Numba kernels for layer normalisation (same names and meaning as ``backend/reference/norms.py``,
+which documents the math), and the row helpers that RMS normalisation (``rms_norm.py``) shares.
 
 Design (each array is read or written once from memory; a row, a few KB, then stays in L1/L2):
 
@@ -41,10 +41,7 @@ from .runtime.launch import unit_range
 # Reassociating the row sums lets LLVM vectorise them; inf/NaN semantics are kept.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
-__all__ = [
-    "layer_norm_forward", "layer_norm_backward",
-    "rms_norm_forward", "rms_norm_backward",
-]
+__all__ = ["layer_norm_forward", "layer_norm_backward"]
 
 
 # The backward's parameter-gradient partial sums (dw, db) are kept in the input dtype; each covers
@@ -148,45 +145,6 @@ def _layer_norm_backward_rows(dy, x, w, mean, rstd, dx, dw_acc, db_acc, start, s
             dxr[j] = rs * (dyr[j] * w[j]) - (a + _sub(xr[j], mu) * c)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _rms_norm_forward_rows(x, w, eps, y, rstd, start, stop):
-    d = x.shape[1]
-    zero = _as(0.0, x)
-    one = _as(1.0, x)
-    eps_x = _as(eps, x)
-    inv_d = _as(1.0 / max(d, 1), x)
-    for r in range(start, stop):
-        xr = x[r]
-        yr = y[r]
-        acc = zero
-        for j in range(d):
-            acc += xr[j] * xr[j]
-        rs = one / np.sqrt(acc * inv_d + eps_x)
-        rstd[r] = rs
-        for j in range(d):
-            yr[j] = xr[j] * rs * w[j]
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _rms_norm_backward_rows(dy, x, w, rstd, dx, dw_acc, start, stop):
-    d = x.shape[1]
-    zero = _as(0.0, x)
-    inv_d = _as(1.0 / max(d, 1), x)
-    for r in range(start, stop):
-        xr = x[r]
-        dyr = dy[r]
-        dxr = dx[r]
-        rs = rstd[r]
-        sum_gx = zero
-        for j in range(d):
-            xhat = xr[j] * rs
-            sum_gx += dyr[j] * w[j] * xhat
-            dw_acc[j] += dyr[j] * xhat
-        c = rs * rs * (sum_gx * inv_d)
-        for j in range(d):
-            dxr[j] = rs * dyr[j] * w[j] - c * xr[j]
-
-
 # The backward works on chunks of consecutive rows: chunk c adds its parameter-gradient sums into
 # its own row c of the (chunks, D) partials, so no two threads write the same memory, and the
 # partials are added in chunk order, so the result does not depend on which thread ran what.
@@ -209,15 +167,6 @@ def _layer_norm_backward_chunks(dy, x, w, mean, rstd, dx, dw_part, db_part, star
         db_part[c, :] = 0
         first, last = unit_range(x.shape[0], dw_part.shape[0], c)
         _layer_norm_backward_rows(dy, x, w, mean, rstd, dx, dw_part[c], db_part[c], first, last)
-
-
-@njit(cache=True)
-def _rms_norm_backward_chunks(dy, x, w, rstd, dx, dw_part, start, stop):
-    """Chunks [start, stop) of the ``dw_part.shape[0]`` chunks of rows."""
-    for c in range(start, stop):
-        dw_part[c, :] = 0
-        first, last = unit_range(x.shape[0], dw_part.shape[0], c)
-        _rms_norm_backward_rows(dy, x, w, rstd, dx, dw_part[c], first, last)
 
 
 # -------------------------------------------------------------------------------------- wrappers
@@ -279,30 +228,3 @@ def layer_norm_backward(dy, x, w, mean, rstd):
                (dy2, x2, w_arr, mean1, rstd1, dx, dw_part, db_part), chunks, n * d)
     dw, db = _total(dw_part, x2), _total(db_part, x2)
     return dx.reshape(x.shape), (dw if has_w else None), db
-
-
-def rms_norm_forward(x, w, eps):
-    """x: (..., D), w: (D,) or None -> (y (..., D), rstd (...))."""
-    x2 = _as_rows("rms_norm_forward", x)
-    n, d = x2.shape
-    w_arr, _ = _param("rms_norm_forward", "weight", w, d, x2.dtype, 1)
-    y = np.empty_like(x2)
-    rstd = np.empty(n, dtype=x2.dtype)
-    launch.run(launch.NORMS, _rms_norm_forward_rows, (x2, w_arr, float(eps), y, rstd), n, n * d)
-    return y.reshape(x.shape), rstd.reshape(x.shape[:-1])
-
-
-def rms_norm_backward(dy, x, w, rstd):
-    """-> (dx (..., D), dw (D,) or None); see the reference for the formulas."""
-    x2 = _as_rows("rms_norm_backward", x)
-    dy2 = np.ascontiguousarray(dy.reshape(x2.shape), dtype=x2.dtype)
-    n, d = x2.shape
-    w_arr, has_w = _param("rms_norm_backward", "weight", w, d, x2.dtype, 1)
-    rstd1 = np.ascontiguousarray(rstd.reshape(n), dtype=x2.dtype)
-    dx = np.empty_like(x2)
-    chunks = _n_chunks(n, n * d)
-    dw_part = np.empty((chunks, d), x2.dtype)
-    launch.run(launch.NORMS, _rms_norm_backward_chunks, (dy2, x2, w_arr, rstd1, dx, dw_part),
-               chunks, n * d)
-    dw = _total(dw_part, x2)
-    return dx.reshape(x.shape), (dw if has_w else None)
