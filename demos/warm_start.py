@@ -167,67 +167,48 @@ def fmt(pair, digits=1):
     return f"{mean:.{digits}f} ± {spread:.{digits}f}"
 
 
+def table(rows, fractions, inits, cell, header):
+    """Markdown lines of one table: a row per init with a run, a column per data size, each cell
+    ``cell(row)`` (``'-'`` where that size was not run)."""
+    lines = ["| init | " + " | ".join(header(f) for f in fractions) + " |",
+             "|---" + "|---:" * len(fractions) + "|"]
+    for init in inits:
+        cells = [next((cell(r) for r in rows if r["init"] == init and r["fraction"] == f), "-")
+                 for f in fractions]
+        if any(c != "-" for c in cells):
+            lines.append(f"| {init} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def tables(rows, fractions):
     lines = []
+    percent = "{:.0%}".format
     for model in MODELS:
         sub = [r for r in rows if r["model"] == model]
         if not sub:
             continue
+        tokens = {r["fraction"]: r["train_tokens"] for r in sub}
         lines.append(f"\n### {model} ({sub[0]['parameters']:,} parameters): best validation "
                      "perplexity (mean ± spread over seeds)\n")
-        tokens = {r["fraction"]: r["train_tokens"] for r in sub}
-        lines.append("| init | " + " | ".join(f"{f:.0%} ({tokens[f]:,} tokens)" for f in fractions)
-                     + " |")
-        lines.append("|---" + "|---:" * len(fractions) + "|")
-        for init in INITS:
-            cells = [next((fmt(r["best_ppl"]) for r in sub
-                           if r["init"] == init and r["fraction"] == f), "-") for f in fractions]
-            if any(c != "-" for c in cells):
-                lines.append(f"| {init} | " + " | ".join(cells) + " |")
+        lines += table(sub, fractions, INITS, lambda r: fmt(r["best_ppl"]),
+                       lambda f: f"{f:.0%} ({tokens[f]:,} tokens)")
         lines.append(f"\n{model}: best validation loss minus the cold run's of the same seed "
                      "(nats; negative: the warm start is better), mean ± spread; (k/n): seeds "
                      "where the warm start is better\n")
-        lines.append("| init | " + " | ".join(f"{f:.0%}" for f in fractions) + " |")
-        lines.append("|---" + "|---:" * len(fractions) + "|")
-        for init in INITS[1:]:
-            cells = []
-            for f in fractions:
-                r = next((r for r in sub if r["init"] == init and r["fraction"] == f), None)
-                cells.append("-" if r is None else
-                             f"{fmt(r['paired_best_loss_difference'], 3)} "
-                             f"({r['paired_ahead']}/{r['seeds']})")
-            if any(c != "-" for c in cells):
-                lines.append(f"| {init} | " + " | ".join(cells) + " |")
+        lines += table(sub, fractions, INITS[1:], lambda r: (
+            f"{fmt(r['paired_best_loss_difference'], 3)} ({r['paired_ahead']}/{r['seeds']})"),
+            percent)
         for title, key in (("before the first step", "start_ppl"),
                            ("after the last step", "final_ppl")):
             lines.append(f"\n{model}: validation perplexity {title}\n")
-            lines.append("| init | " + " | ".join(f"{f:.0%}" for f in fractions) + " |")
-            lines.append("|---" + "|---:" * len(fractions) + "|")
-            for init in INITS:
-                cells = [next((fmt(r[key]) for r in sub
-                               if r["init"] == init and r["fraction"] == f), "-")
-                         for f in fractions]
-                if any(c != "-" for c in cells):
-                    lines.append(f"| {init} | " + " | ".join(cells) + " |")
+            lines += table(sub, fractions, INITS, lambda r: fmt(r[key]), percent)
         lines.append(f"\n{model}: wall-clock seconds (warm start included) to reach the cold "
                      "softmax transformer's best validation loss (mean over seeds); (k/n): runs "
                      "that reached it\n")
-        lines.append("| init | " + " | ".join(f"{f:.0%}" for f in fractions) + " |")
-        lines.append("|---" + "|---:" * len(fractions) + "|")
-        for init in INITS:
-            cells = [next((f"{fmt(r['seconds_to_target'])} ({r['reached']}/{r['seeds']})"
-                           for r in sub if r["init"] == init and r["fraction"] == f), "-")
-                     for f in fractions]
-            if any(c != "-" for c in cells):
-                lines.append(f"| {init} | " + " | ".join(cells) + " |")
+        lines += table(sub, fractions, INITS, lambda r: (
+            f"{fmt(r['seconds_to_target'])} ({r['reached']}/{r['seeds']})"), percent)
         lines.append(f"\n{model}: seconds of the warm start itself (counting and solving)\n")
-        lines.append("| init | " + " | ".join(f"{f:.0%}" for f in fractions) + " |")
-        lines.append("|---" + "|---:" * len(fractions) + "|")
-        for init in INITS[1:]:
-            cells = [next((fmt(r["init_seconds"], 2) for r in sub
-                           if r["init"] == init and r["fraction"] == f), "-") for f in fractions]
-            if any(c != "-" for c in cells):
-                lines.append(f"| {init} | " + " | ".join(cells) + " |")
+        lines += table(sub, fractions, INITS[1:], lambda r: fmt(r["init_seconds"], 2), percent)
     return "\n".join(lines)
 
 
