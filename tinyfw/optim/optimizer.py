@@ -22,6 +22,22 @@ class Optimizer:
             self.param_groups.append(group)
         self.state = {}  # id(param) -> dict of state arrays / numbers
 
+    def add_param_group(self, group):
+        """Add ``{'params': [...], **options}`` (missing options: the constructor's defaults),
+        as PyTorch does: how gradual unfreezing hands newly trainable parameters over. A
+        parameter already in this optimizer is an error."""
+        group = {**self.defaults, **group, "params": list(group["params"])}
+        present = {id(p) for p in self._params()}
+        for p in group["params"]:
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise TypeError(f"{type(self).__name__}.add_param_group: every parameter must be "
+                                "a Tensor with requires_grad=True")
+            if id(p) in present:
+                raise ValueError(f"{type(self).__name__}.add_param_group: a parameter of shape "
+                                 f"{p.shape} is already in this optimizer")
+            present.add(id(p))
+        self.param_groups.append(group)
+
     def zero_grad(self, set_to_none=True):
         for group in self.param_groups:
             for p in group["params"]:
