@@ -8,6 +8,7 @@ from .tokenizers import (
     build_tokenizer,
     load_tokenizer,
 )
+from .gpt2_tokenizer import GPT2Tokenizer
 from .corpora import builtin_corpus, read_text, shared_data_path, load_corpus
 from .batching import (
     token_dtype,
@@ -25,6 +26,7 @@ __all__ = [
     "ByteBPETokenizer",
     "build_tokenizer",
     "load_tokenizer",
+    "GPT2Tokenizer",
     "builtin_corpus",
     "read_text",
     "shared_data_path",
