@@ -232,7 +232,7 @@ def test_patience_stops_early_and_keeps_the_best(tmp_path, corpus):
     (["--train-fraction", "0"], "--train-fraction: expected a number in (0, 1], got 0.0"),
     (["--train-fraction", "1.5"], "--train-fraction: expected a number in (0, 1], got 1.5"),
     (["--train-fraction", "nan"], "--train-fraction: expected a number in (0, 1], got nan"),
-    (["--lr", "nan"], "--lr: expected a finite number, got nan"),
+    (["--lr", "nan"], "--lr: expected a finite number > 0, got nan"),
 ])
 def test_bad_numbers_are_usage_errors(tmp_path, corpus, capsys, flags, message):
     with pytest.raises(SystemExit) as e:

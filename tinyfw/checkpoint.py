@@ -17,6 +17,8 @@ from .serialization import load, save
 
 CHECKPOINT_FORMAT = "tinyfw-train-checkpoint"
 CHECKPOINT_VERSION = 2
+# Every .npz archive that holds at least one array starts with a zip local-file header.
+_NPZ_MAGIC = b"PK\x03\x04"
 
 
 class CheckpointError(OSError):
@@ -39,6 +41,7 @@ def save_checkpoint(path, state):
 def load_checkpoint(path):
     """Read a training checkpoint; a missing, foreign or incomplete file raises a clear error.
     The returned dict always has ``model_kind``."""
+    _check_is_archive(path)
     ckpt = load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"load_checkpoint: {path} is a tinyfw file but not a training "
@@ -56,6 +59,19 @@ def load_checkpoint(path):
     except ValueError as e:
         raise ValueError(f"load_checkpoint: {path}: {e}") from None
     return ckpt
+
+
+def _check_is_archive(path):
+    """Refuse a file that is not a .npz archive before NumPy guesses another format for it
+    (random bytes would otherwise be read as a pickle and refused as one)."""
+    if not os.path.isfile(path):
+        return                        # load() names a missing file
+    with open(path, "rb") as f:
+        head = f.read(len(_NPZ_MAGIC))
+    if head != _NPZ_MAGIC:
+        what = "the file is empty" if not head else (
+            f"not a .npz archive: it starts with {head!r}, an archive with {_NPZ_MAGIC!r}")
+        raise ValueError(f"load_checkpoint: {path} is not a tinyfw checkpoint ({what})")
 
 
 def config_mismatch(saved, wanted):

@@ -5,10 +5,15 @@
     tinyfw train --data input.txt --steps 2000 --out run1 --plot
     tinyfw train --out run1 --resume --steps 3000 # continue (and lengthen) an earlier run
     tinyfw sample --ckpt run1/ckpt.npz --prompt "ROMEO:" --max-new-tokens 300 --top-k 40
+    tinyfw sample --ckpt run1/ckpt.npz --prompt "ROMEO:" --top-p 0.9  # nucleus sampling
     tinyfw bench ...                              # the benchmark suite, when installed
 
 Settings come from three places, later ones winning: the defaults (or, with ``--resume``, the
 checkpoint's settings), a ``--config FILE.json`` and the flags given on the command line.
+
+Exit status: 0 done; 1 an error (a bad file, a setting the run cannot use); 2 a usage error (a
+bad flag value, named with the value, before anything runs); 3 ``train`` stopped because the loss
+or the gradient norm became NaN or infinite (the last good checkpoint is kept); 130 interrupted.
 """
 import argparse
 import dataclasses
@@ -22,7 +27,7 @@ import sys
 _TRAIN_FLAGS = {"data": "data", "tokenizer": "tokenizer", "vocab_size": "vocab_size",
                 "val_data": "val_data", "train_fraction": "train_fraction",
                 "model_kind": "model_kind", "init": "init", "steps": "steps",
-                "batch_size": "batch_size", "lr": "lr", "min_lr": "min_lr", "warmup": "warmup",
+                "batch_size": "batch_size", "grad_accum": "grad_accum", "lr": "lr", "min_lr": "min_lr", "warmup": "warmup",
                 "weight_decay": "weight_decay", "grad_clip": "grad_clip",
                 "eval_every": "eval_every", "eval_iters": "eval_iters", "patience": "patience",
                 "log_every": "log_every", "seed": "seed", "out": "out", "device": "device",
@@ -61,6 +66,17 @@ _positive_int = _argument_type(int, lambda v: v >= 1, "a positive integer")
 _non_negative_int = _argument_type(int, lambda v: v >= 0, "an integer >= 0")
 _fraction = _argument_type(float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
 _finite = _argument_type(float, math.isfinite, "a finite number")
+_positive_finite = _argument_type(float, lambda v: math.isfinite(v) and v > 0,
+                                  "a finite number > 0")
+_non_negative_finite = _argument_type(float, lambda v: math.isfinite(v) and v >= 0,
+                                      "a finite number >= 0")
+_probability = _argument_type(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+
+# Exit statuses (see the module docstring).
+EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+_EXIT_STATUS_HELP = ("exit status: 0 done, 1 error, 2 bad flag value, 3 the loss or gradient "
+                     "norm became NaN or infinite (training stopped before applying that step; "
+                     "OUT/ckpt.npz keeps the last good state), 130 interrupted")
 
 
 def build_parser():
@@ -89,7 +105,7 @@ def build_parser():
         "line per evaluation). Flags override --config; "
         "with --resume the checkpoint's settings are the starting point. The first Ctrl-C "
         "stops after the current step and writes a checkpoint.",
-        argument_default=S)
+        epilog=_EXIT_STATUS_HELP, argument_default=S)
     g = t.add_argument_group("data")
     g.add_argument("--data", metavar="PATH",
                    help="UTF-8 text file to train on (default: the built-in corpus, Python's "
@@ -127,7 +143,7 @@ def build_parser():
     g.add_argument("--d-model", type=_positive_int, help=f"width (default {m['d_model']})")
     g.add_argument("--mlp-ratio", type=_positive_int,
                    help=f"MLP width / model width (default {m['mlp_ratio']})")
-    g.add_argument("--dropout", type=_finite, help=f"dropout probability (default {m['dropout']})")
+    g.add_argument("--dropout", type=_probability, help=f"dropout probability (default {m['dropout']})")
     g.add_argument("--norm", choices=("layer", "rms"), help=f"LayerNorm or RMSNorm (default "
                    f"{m['norm']})")
     g.add_argument("--prenorm", dest="prenorm", action="store_true",
@@ -155,15 +171,19 @@ def build_parser():
     g = t.add_argument_group("optimisation")
     g.add_argument("--steps", type=_positive_int, help=f"training steps (default {d.steps})")
     g.add_argument("--batch-size", type=_positive_int,
-                   help=f"sequences per step (default {d.batch_size})")
-    g.add_argument("--lr", type=_finite, help=f"peak learning rate (default {d.lr})")
-    g.add_argument("--min-lr", type=_finite,
+                   help=f"sequences per micro-batch (default {d.batch_size})")
+    g.add_argument("--grad-accum", type=_positive_int, metavar="N",
+                   help="micro-batches per step, their gradients summed and scaled by 1/N: a "
+                   "step on N x --batch-size sequences in the memory of one micro-batch "
+                   f"(default {d.grad_accum})")
+    g.add_argument("--lr", type=_positive_finite, help=f"peak learning rate (default {d.lr})")
+    g.add_argument("--min-lr", type=_non_negative_finite,
                    help=f"learning rate at the end of the cosine (default {d.min_lr})")
     g.add_argument("--warmup", type=_non_negative_int,
                    help="linear warm-up steps (default: min(100, steps / 10))")
-    g.add_argument("--weight-decay", type=_finite,
+    g.add_argument("--weight-decay", type=_non_negative_finite,
                    help=f"AdamW decoupled weight decay of the matrices (default {d.weight_decay})")
-    g.add_argument("--grad-clip", type=_finite,
+    g.add_argument("--grad-clip", type=_non_negative_finite,
                    help=f"clip the global gradient norm to this (0: off; default {d.grad_clip})")
     g.add_argument("--seed", type=_non_negative_int, help=f"random seed (default {d.seed})")
     g.add_argument("--device", help=f"cpu or cuda (default {d.device})")
@@ -186,7 +206,7 @@ def build_parser():
                    "later with --resume")
     g.add_argument("--sample-tokens", type=_non_negative_int,
                    help=f"length of the sample printed at the end (default {d.sample_tokens})")
-    g.add_argument("--temperature", type=_finite,
+    g.add_argument("--temperature", type=_non_negative_finite,
                    help=f"sampling temperature of that sample (default {d.temperature})")
     g.add_argument("--plot", action="store_true", help="write DIR/loss.png (needs matplotlib)")
     g.add_argument("--quiet", action="store_true", help="print only errors")
@@ -196,16 +216,22 @@ def build_parser():
     s = sub.add_parser(
         "sample", help="generate text from a checkpoint",
         description="Generate text from a training checkpoint. A prompt longer than the model's "
-        "context is cropped from the left (the model sees its last context_length tokens).")
+        "context is cropped from the left (the model sees its last context_length tokens). "
+        "--top-k, then --top-p, narrow the distribution after the temperature.",
+        epilog="exit status: 0 done, 1 error (such as a checkpoint that is missing parts or "
+        "not a tinyfw checkpoint), 2 bad flag value")
     s.add_argument("--ckpt", default=os.path.join("out", "ckpt.npz"),
                    help="checkpoint file (default out/ckpt.npz)")
     s.add_argument("--prompt", default="", help="text to continue (default: start of a line)")
     s.add_argument("--max-new-tokens", type=_non_negative_int, default=500,
                    help="tokens to generate (default 500)")
-    s.add_argument("--temperature", type=_finite, default=0.8,
+    s.add_argument("--temperature", type=_non_negative_finite, default=0.8,
                    help="softmax temperature; 0 = always the most likely token (default 0.8)")
     s.add_argument("--top-k", type=_positive_int, default=None,
                    help="sample only among the k most likely tokens (default: all)")
+    s.add_argument("--top-p", type=_fraction, default=None, metavar="P",
+                   help="nucleus sampling: only among the most likely tokens whose "
+                   "probabilities add up to P, in (0, 1] (default: all)")
     s.add_argument("--seed", type=_non_negative_int, default=None,
                    help="random seed (the same seed gives the same text)")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -321,7 +347,7 @@ def _cmd_sample(args):
         print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {ctx}",
               file=sys.stderr)
     out = generate_ids(model, ids, args.max_new_tokens, args.temperature, args.top_k,
-                       args.seed, args.device)
+                       args.seed, args.device, top_p=args.top_p)
     if args.prompt == "":
         out = out[len(ids):]
     text = tokenizer.decode(out)
@@ -354,7 +380,8 @@ def run_bench(argv):
 
 # ------------------------------------------------------------------------------------- main
 def main(argv=None):
-    """Entry point; returns the exit status (0 ok, 1 error, 2 usage error, 130 interrupted)."""
+    """Entry point; returns the exit status (0 ok, 1 error, 2 usage error, 3 training
+    diverged, 130 interrupted)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
@@ -362,20 +389,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return args.func(args)
     except _UsageError as e:
         print(f"tinyfw {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"\ntinyfw {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except (ValueError, TypeError, OSError, FloatingPointError) as e:
         if os.environ.get("TINYFW_DEBUG"):
             raise
         print(f"tinyfw {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        # train.TrainingDiverged carries its own status (the module is not imported here).
+        return getattr(e, "exit_code", EXIT_ERROR)
 
 
 __all__ = ["main", "build_parser", "train_overrides"]

@@ -4,12 +4,16 @@
     model, tokenizer = load_model("out/ckpt.npz")
     print(generate_text(model, tokenizer, "ROMEO:", max_new_tokens=200, temperature=0.8,
                         top_k=40, seed=1))
+    print(generate_text(model, tokenizer, "ROMEO:", max_new_tokens=200, top_p=0.9, seed=1))
 
 Prompts longer than a transformer's context are cropped from the left: the model only ever sees
 the last ``context_length`` tokens (the whole prompt is still part of the returned text). A SAFU
 model reads the whole prompt and carries its state from token to token. An empty
 prompt starts from a newline token when the tokenizer has one (else from token 0).
 """
+import inspect
+import math
+
 import numpy as np
 
 from . import random as _random
@@ -53,31 +57,42 @@ def encode_prompt(tokenizer, prompt):
 
 
 def generate_ids(model, ids, max_new_tokens, temperature=1.0, top_k=None, seed=None,
-                 device="cpu"):
+                 device="cpu", top_p=None):
     """Extend ``ids`` (a list of ints) by ``max_new_tokens`` sampled ids; returns the whole list.
 
-    ``seed`` re-seeds the global generator first, so the same seed gives the same text.
+    ``temperature`` (>= 0; 0 takes the most likely token), ``top_k`` and ``top_p`` (nucleus
+    sampling, in (0, 1]) shape the distribution as ``tinyfw.nn.sampling`` describes. ``seed``
+    re-seeds the global generator first, so the same seed gives the same text.
     """
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or max_new_tokens < 0:
         raise ValueError(f"sample: max_new_tokens must be a non-negative int, got "
                          f"{max_new_tokens!r}")
-    if temperature < 0:
-        raise ValueError(f"sample: temperature must be >= 0, got {temperature}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"sample: temperature must be a finite number >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"sample: top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"sample: top_p must be in (0, 1], got {top_p}")
+    options = {}
+    if top_p is not None:
+        if "top_p" not in inspect.signature(model.generate).parameters:
+            raise ValueError(f"sample: top_p needs a model whose generate() takes top_p; "
+                             f"{type(model).__name__}.generate does not")
+        options["top_p"] = top_p
     if seed is not None:
         _random.manual_seed(seed)
     x = tensor(np.asarray([ids], dtype=np.int64), device=device)
     # generate() crops the input to the last context_length tokens before each step.
-    out = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k)
+    out = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, **options)
     return [int(i) for i in out.numpy()[0]]
 
 
 def generate_text(model, tokenizer, prompt="", max_new_tokens=200, temperature=1.0, top_k=None,
-                  seed=None, device="cpu"):
+                  seed=None, device="cpu", top_p=None):
     """The prompt followed by ``max_new_tokens`` sampled tokens, decoded to text."""
     ids = encode_prompt(tokenizer, prompt)
-    out = generate_ids(model, ids, max_new_tokens, temperature, top_k, seed, device)
+    out = generate_ids(model, ids, max_new_tokens, temperature, top_k, seed, device, top_p)
     if prompt == "":
         out = out[len(ids):]  # the newline we started from is not part of the user's text
     return tokenizer.decode(out)

@@ -18,7 +18,10 @@ What one run does, in named stages (each a function below):
    ``random`` leaves the random initialisation, ``cipher``/``cooc`` set the token vectors,
    ``explicit`` also sets the output layer (the transformer) or solves every SAFU layer in closed
    form (the SAFU model).
-3. **optimiser**: AdamW, linear warm-up then cosine decay, gradient clipping.
+3. **optimiser**: AdamW, linear warm-up then cosine decay, gradient clipping. With
+   ``grad_accum`` N a step draws N * ``batch_size`` windows, runs them as N micro-batches of
+   ``batch_size`` and sums their gradients scaled by 1/N: the update is the one a single batch
+   of N * ``batch_size`` windows gives (``accumulate_gradients``).
 4. **loop** (``TrainingRun``: ``step_once``, ``evaluate``, ``checkpoint_state``): every
    ``eval_every`` steps (and at step 0 of a warm start) it estimates the training
    and validation loss on ``eval_iters`` fixed batches, appends them to ``OUT/metrics.jsonl``
@@ -29,6 +32,11 @@ What one run does, in named stages (each a function below):
 
 Nothing is written to ``OUT`` until every setting, the data and the model have been checked, so a
 run that fails on bad input leaves an earlier run's files as they were.
+
+A loss, an evaluation loss or a gradient norm that is NaN or infinite stops the run at once with
+``TrainingDiverged`` naming the step and the value, before the optimiser applies that step; no
+checkpoint is written from a state whose parameters are not finite, so ``OUT/ckpt.npz`` keeps the
+last good state.
 
 A checkpoint (``tinyfw.checkpoint``) holds everything needed to continue bit for bit: the model
 kind, weights and settings, the optimizer's moments, the scheduler's step, the tokenizer, the
@@ -74,6 +82,12 @@ INIT_OPTIONS = ("bits", "window", "embedding", "rounds", "eps", "max_tokens", "e
                 "strict")
 
 
+class TrainingDiverged(FloatingPointError):
+    """A loss or gradient norm became NaN or infinite; the run stopped before applying that step
+    and wrote no checkpoint from it. ``exit_code`` is the command line's exit status for it."""
+    exit_code = 3
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Settings of one training run (the model's own settings are in ``model``)."""
@@ -93,7 +107,8 @@ class TrainConfig:
     init_options: dict = dataclasses.field(default_factory=dict)
     # optimisation
     steps: int = 800
-    batch_size: int = 16
+    batch_size: int = 16           # sequences per micro-batch
+    grad_accum: int = 1            # micro-batches per step: a step sees grad_accum * batch_size
     lr: float = 2e-3               # peak; high for a short run (the demos use nanoGPT's 1e-3)
     min_lr: float = 1e-4
     warmup: int = None             # linear warm-up steps; None = min(100, steps // 10)
@@ -130,7 +145,7 @@ class TrainConfig:
             check(isinstance(self.vocab_size, int) and not isinstance(self.vocab_size, bool)
                   and self.vocab_size >= 2, f"vocab_size={self.vocab_size!r} must be an integer "
                   ">= 2 (or null: the tokenizer's default)")
-        for name in ("steps", "batch_size", "eval_every", "eval_iters"):
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_iters"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                   f"{name}={value!r} must be a positive integer")
@@ -248,7 +263,10 @@ def _encode_cached(cfg, text, tokenizer=None, log=None):
     tok_path = os.path.join(cfg.out, "tokenizer.json")
     spec = _tokenizer_spec(cfg)
 
-    cached = _read_token_cache(meta_path, tokens_path, tok_path)
+    cached, problem = _read_token_cache(meta_path, tokens_path, tok_path)
+    if problem is not None:
+        log(f"data: the token cache in {cfg.out} is unusable ({problem}); encoding the corpus "
+            "again")
     if cached is not None:
         meta, cached_ids, cached_tok = cached
         same_text = meta.get("text_sha256") == digest
@@ -278,7 +296,7 @@ def _encode_cached(cfg, text, tokenizer=None, log=None):
         # not describe the array, which the next run simply rebuilds.
         save_tokens(ids, tokens_path)
         _write_json(meta_path, {"source": source, "text_sha256": digest, "tokenizer_spec": spec,
-                                "n_tokens": int(len(ids))})
+                                "n_tokens": int(len(ids)), "ids_sha256": _ids_sha256(ids)})
         log(f"data: {source}: {len(text):,} characters -> {len(ids):,} tokens "
             f"({tokenizer.kind} tokenizer, {tokenizer.vocab_size} ids; cached in {tokens_path})")
 
@@ -299,18 +317,40 @@ def prepare_data(cfg, tokenizer=None, log=None):
     return tokenizer, ids, info
 
 
+def _ids_sha256(ids):
+    """The checksum of a token array as the cache stores it (dtype and values)."""
+    ids = np.ascontiguousarray(ids)
+    return hashlib.sha256(ids.dtype.str.encode() + ids.tobytes()).hexdigest()
+
+
 def _read_token_cache(meta_path, tokens_path, tok_path):
-    """``(meta, ids, tokenizer)`` from a previous run's cache, or None if any part is unusable."""
+    """``((meta, ids, tokenizer), None)`` from a previous run's cache; ``(None, problem)`` when
+    a part of it is missing, truncated or does not match its description (the caller encodes
+    the corpus again), ``problem`` being None when there is no cache at all. The ids are
+    checked against the description's length and checksum, so a cut or altered file is never
+    used."""
+    if not os.path.exists(meta_path):
+        return None, None
     try:
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
         ids = load_tokens(tokens_path)
         tok = load_tokenizer(tok_path)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("n_tokens") != len(ids):
-        return None
-    return meta, ids, tok
+    except (OSError, ValueError) as e:
+        return None, str(e) or type(e).__name__
+    if not isinstance(meta, dict):
+        return None, f"{meta_path} is not a JSON object"
+    if meta.get("n_tokens") != len(ids):
+        return None, (f"{tokens_path} holds {len(ids):,} tokens, {meta_path} says "
+                      f"{meta.get('n_tokens')!r}")
+    if "ids_sha256" not in meta:
+        return None, f"{meta_path} has no checksum of the ids"
+    if meta["ids_sha256"] != _ids_sha256(ids):
+        return None, f"the checksum of {tokens_path} does not match {meta_path}"
+    if len(ids) and int(ids.max()) >= tok.vocab_size:
+        return None, (f"{tokens_path} holds id {int(ids.max())}, past the vocabulary of "
+                      f"{tok.vocab_size} ids in {tok_path}")
+    return (meta, ids, tok), None
 
 
 def _write_json(path, obj):
@@ -447,6 +487,25 @@ def build_optimizer(cfg, model):
     return optimizer, WarmupCosine(optimizer, cfg.warmup, cfg.steps, cfg.min_lr)
 
 
+def accumulate_gradients(model, x, y, micro_batches=1, device="cpu"):
+    """Backward passes over the windows ``x``, ``y`` (int ``(N, T)``) in ``micro_batches``
+    equal parts, adding to each parameter's ``.grad`` the gradient of its part's mean loss
+    scaled by 1 / ``micro_batches``: in sum the gradient of the mean loss over all N windows.
+    Returns that mean loss (a float). Parts of N / micro_batches windows keep the memory of one
+    step at that size."""
+    if micro_batches < 1 or x.shape[0] % micro_batches:
+        raise ValueError(f"accumulate_gradients: {x.shape[0]} windows do not split into "
+                         f"{micro_batches} equal micro-batches")
+    total = 0.0
+    for xm, ym in zip(np.split(x, micro_batches), np.split(y, micro_batches)):
+        _, loss = model(tensor(xm, device=device), tensor(ym, device=device))
+        total += loss.item()
+        if micro_batches > 1:
+            loss = loss * (1.0 / micro_batches)
+        loss.backward()
+    return total / micro_batches
+
+
 # ---------------------------------------------------------------------------------- evaluation
 @no_grad()
 def estimate_loss(model, ids, batch_size, context_length, iters, seed, device="cpu"):
@@ -565,7 +624,7 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
     optimizer, scheduler = build_optimizer(cfg, model)
     batch_rng = np.random.default_rng(cfg.seed)
     if ckpt is None:
-        state = (0, float("inf"), None, init_seconds, _empty_history())
+        state = (0, float("inf"), None, init_seconds, _empty_history(), 0)
         metrics.start()
     else:
         state = _restore_run(ckpt, cfg, optimizer, scheduler, batch_rng)
@@ -575,9 +634,10 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
     run = TrainingRun(cfg, model, optimizer, scheduler, data, settings["context_length"],
                       batch_rng, device, metrics, log, init_report, init_seconds, state)
     if ckpt is None:
+        accum = f" ({cfg.grad_accum} micro-batches)" if cfg.grad_accum > 1 else ""
         log(_describe(cfg, settings, run.n_params) + f"; training {cfg.steps} steps of "
-            f"{cfg.batch_size}x{run.T} tokens ({data.info['train_tokens']:,} training tokens) "
-            f"on {device}")
+            f"{cfg.grad_accum * cfg.batch_size}x{run.T} tokens{accum} "
+            f"({data.info['train_tokens']:,} training tokens) on {device}")
         if cfg.evaluates_at_start:
             run.evaluate(optimizer.param_groups[0]["lr"])
 
@@ -620,27 +680,61 @@ class TrainingRun:
         self.data, self.T, self.B = data, context_length, cfg.batch_size
         self.batch_rng, self.device, self.metrics, self.log = batch_rng, device, metrics, log
         self.init_report, self.init_seconds = init_report, init_seconds
-        self.step, self.best_val, self.best_step, self.elapsed, self.history = state
+        self.step, self.best_val, self.best_step, self.elapsed, self.history, tokens = state
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.n_params = model.num_parameters()
         self.ckpt_path = os.path.join(cfg.out, "ckpt.npz")
         self.best_path = os.path.join(cfg.out, "best.npz")
         self.last_loss, self.val_loss = float("nan"), None
         self.tokens_per_s, self.early_stopped = 0.0, False
+        self.tokens = tokens
+        self.saved_step = self.step if self.step > 0 or tokens else None  # what ckpt_path holds
 
     def step_once(self):
-        """Stage 4a: one optimisation step on a fresh batch; returns ``(loss, lr)``."""
-        x, y = get_batch(self.data.train_ids, self.B, self.T, self.batch_rng)
-        _, loss = self.model(tensor(x, device=self.device), tensor(y, device=self.device))
+        """Stage 4a: one optimisation step on a fresh batch of ``grad_accum * batch_size``
+        windows; returns ``(loss, lr)``, the loss being the mean over the whole batch. A
+        non-finite loss or gradient norm raises TrainingDiverged before the parameters change."""
+        n = self.cfg.grad_accum
+        x, y = get_batch(self.data.train_ids, n * self.B, self.T, self.batch_rng)
         self.optimizer.zero_grad()
-        loss.backward()
-        if self.cfg.grad_clip > 0:
-            clip_grad_norm_(self.params, self.cfg.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
+        loss = accumulate_gradients(self.model, x, y, n, self.device)
+        if not math.isfinite(loss):
+            raise self._diverged(f"the loss became {loss}", lr)
+        # Clipping off still measures the norm: an infinite gradient must not reach the weights.
+        norm = clip_grad_norm_(self.params, self.cfg.grad_clip if self.cfg.grad_clip > 0
+                               else math.inf)
+        if not math.isfinite(norm):
+            raise self._diverged(f"the gradient norm became {norm} (loss {loss:.6g})", lr)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return loss.item(), lr
+        self.tokens += x.size
+        return loss, lr
+
+    def _diverged(self, what, lr):
+        """The TrainingDiverged error for the step being taken: what went wrong, at which step,
+        and which checkpoint keeps the last good state."""
+        kept = (f"{self.ckpt_path} keeps step {self.saved_step}, the last good state"
+                if self.saved_step is not None else "no checkpoint was written by this run")
+        return TrainingDiverged(
+            f"train: training diverged: {what} at step {self.step + 1} (lr {lr:.3g}); stopped "
+            f"without applying it: {kept} (try a lower --lr, or --grad-clip)")
+
+    def save(self, path):
+        """Write the checkpoint of the current state to ``path``, after checking every
+        parameter is finite (a poisoned state never replaces a good checkpoint)."""
+        for name, p in self.model.named_parameters():
+            if not np.isfinite(p.numpy()).all():
+                raise TrainingDiverged(
+                    f"train: training diverged: the parameter {name} holds NaN or Inf after "
+                    f"step {self.step}; {path} was not written"
+                    + (f" ({self.ckpt_path} keeps step {self.saved_step})"
+                       if self.saved_step is not None else "")
+                    + " (try a lower --lr, or --grad-clip)")
+        save_checkpoint(path, self.checkpoint_state())
+        if path == self.ckpt_path:
+            self.saved_step = self.step
 
     def evaluate(self, lr):
         """Stage 4b: losses on fixed batches, the metrics line, the checkpoints."""
@@ -649,6 +743,13 @@ class TrainingRun:
                                    cfg.seed + 1, self.device)
         val_loss = estimate_loss(self.model, self.data.val_ids, B, T, cfg.eval_iters,
                                  cfg.seed + 2, self.device)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            kept = (f"{self.ckpt_path} keeps step {self.saved_step}, the last good state"
+                    if self.saved_step is not None else "no checkpoint was written by this run")
+            raise TrainingDiverged(
+                f"train: training diverged: the evaluation at step {self.step} gave train loss "
+                f"{train_loss}, val loss {val_loss}; no checkpoint written from it: {kept} (try "
+                "a lower --lr, or --grad-clip)")
         self.history["eval_step"].append(self.step)
         self.history["eval_train_loss"].append(train_loss)
         self.history["val_loss"].append(val_loss)
@@ -657,17 +758,16 @@ class TrainingRun:
         if improved:
             self.best_val, self.best_step = val_loss, self.step
         self.metrics.append({
-            "step": self.step, "tokens": self.step * B * T, "elapsed_s": round(self.elapsed, 4),
+            "step": self.step, "tokens": self.tokens, "elapsed_s": round(self.elapsed, 4),
             "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
             "val_ppl": math.exp(min(val_loss, 700.0)), "best_val_loss": self.best_val,
             "model": cfg.model_kind, "init": cfg.init})
         self.log(f"step {self.step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
                  + ("  (best so far)" if improved else "")
                  + f"  [{format_seconds(self.elapsed)}]")
-        state = self.checkpoint_state()
-        save_checkpoint(self.ckpt_path, state)
+        self.save(self.ckpt_path)
         if improved:
-            save_checkpoint(self.best_path, state)
+            self.save(self.best_path)
         stale = len(self.history["val_loss"]) - 1 - int(np.argmin(self.history["val_loss"]))
         self.early_stopped = cfg.patience > 0 and stale >= cfg.patience
 
@@ -686,6 +786,7 @@ class TrainingRun:
             "train_config": cfg.to_dict(),
             "tokenizer": json.dumps(data.tokenizer.to_dict()),
             "step": self.step,
+            "tokens": self.tokens,
             "best_val_loss": self.best_val,
             "best_step": self.best_step,
             "elapsed": self.elapsed,
@@ -706,31 +807,33 @@ class TrainingRun:
         with StopRequest(progress) as stop:
             while self.step < stop_at and not stop.requested and not self.early_stopped:
                 t0 = time.perf_counter()
-                loss, lr = self.step_once()
+                try:
+                    loss, lr = self.step_once()
+                except TrainingDiverged:
+                    progress.close()
+                    raise
                 self.last_loss = loss
                 now = time.perf_counter()
                 self.elapsed = elapsed_before + (now - loop_start)  # evaluations included
-                if not math.isfinite(loss):
-                    progress.close()
-                    raise FloatingPointError(
-                        f"train: the loss became {loss} at step {self.step}; the checkpoint "
-                        f"{self.ckpt_path} keeps the last good state (try a lower --lr or "
-                        "--grad-clip)")
                 history["step"].append(self.step)
                 history["loss"].append(loss)
                 history["lr"].append(lr)
                 # The first steps include Numba compilation; the moving average forgets them.
                 dt = now - t0
                 step_time_ema = dt if step_time_ema is None else 0.9 * step_time_ema + 0.1 * dt
-                self.tokens_per_s = self.B * self.T / step_time_ema
+                self.tokens_per_s = cfg.grad_accum * self.B * self.T / step_time_ema
                 progress.update(self.step, loss, lr, self.tokens_per_s,
                                 (stop_at - self.step) * step_time_ema)
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                    self.evaluate(lr)
+                    try:
+                        self.evaluate(lr)
+                    except TrainingDiverged:
+                        progress.close()
+                        raise
             progress.close()
             self.elapsed = elapsed_before + (time.perf_counter() - loop_start)
             if not history["eval_step"] or history["eval_step"][-1] != self.step:
-                save_checkpoint(self.ckpt_path, self.checkpoint_state())  # not yet written
+                self.save(self.ckpt_path)  # not yet written
             if self.early_stopped:
                 self.log(f"early stop at step {self.step}: the validation loss has not improved "
                          f"for {cfg.patience} evaluations (best {self.best_val:.4f} at step "
@@ -749,7 +852,7 @@ def _empty_history():
 
 def _restore_run(ckpt, cfg, optimizer, scheduler, batch_rng):
     """Put the optimiser, the schedule and both random generators back where the checkpoint
-    left them; returns ``(step, best_val, best_step, elapsed, history)``."""
+    left them; returns ``(step, best_val, best_step, elapsed, history, tokens)``."""
     if "optimizer" in ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])
     if "scheduler" in ckpt:
@@ -764,8 +867,12 @@ def _restore_run(ckpt, cfg, optimizer, scheduler, batch_rng):
     scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
     scheduler._apply()
     history = {**_empty_history(), **{k: list(v) for k, v in ckpt.get("history", {}).items()}}
-    return (int(ckpt["step"]), float(ckpt.get("best_val_loss", float("inf"))),
-            ckpt.get("best_step"), float(ckpt.get("elapsed", 0.0)), history)
+    step = int(ckpt["step"])
+    # Checkpoints without a token count come from runs of one fixed batch shape.
+    tokens = int(ckpt.get("tokens", step * cfg.batch_size * cfg.grad_accum
+                          * cfg.model_settings()["context_length"]))
+    return (step, float(ckpt.get("best_val_loss", float("inf"))), ckpt.get("best_step"),
+            float(ckpt.get("elapsed", 0.0)), history, tokens)
 
 
 def _jsonable(value):
@@ -829,7 +936,8 @@ def resolve_resume_config(ckpt_path, overrides):
 
 __all__ = ["TrainConfig", "DEFAULT_MODEL", "TOKENIZERS", "INIT_OPTIONS", "train", "load_data",
            "prepare_data", "split_tokens", "resolve_model_settings", "build_run_model",
-           "build_optimizer", "param_groups", "estimate_loss", "TrainingRun", "MetricsLog",
-           "read_metrics", "save_checkpoint", "load_checkpoint", "load_model_state", "model_from_checkpoint",
+           "build_optimizer", "param_groups", "accumulate_gradients", "estimate_loss",
+           "TrainingRun", "TrainingDiverged", "MetricsLog", "read_metrics", "save_checkpoint",
+           "load_checkpoint", "load_model_state", "model_from_checkpoint",
            "resolve_resume_config", "config_mismatch", "CheckpointError", "Progress",
            "format_seconds"]
