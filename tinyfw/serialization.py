@@ -1,10 +1,14 @@
-"""``fw.save`` / ``fw.load``: state dicts and checkpoints as ``.npz`` plus JSON metadata.
+"""``fw.save`` / ``fw.load``: state dicts and checkpoints as ``.npz`` plus JSON metadata, and
+flat state dicts as ``.safetensors`` (chosen by the file name's ending).
 
 The file is an ordinary NumPy ``.npz`` archive: every array is one member (``a0``, ``a1``, ...)
 and the member ``__tinyfw__`` holds UTF-8 JSON describing the nested structure (dicts, lists,
 numbers, strings, and references to the arrays). No pickle anywhere: loading a file can never
 run code. Writes go to a temporary file in the same directory, are flushed to disk, then renamed
 over the target, so an interrupted save leaves the previous file intact.
+
+A path ending in ``.safetensors`` holds one flat dict name -> tensor (a state dict) in the format
+PyTorch and Hugging Face read (``tinyfw/safetensors.py``); ``load`` gives back a dict of tensors.
 """
 import json
 import os
@@ -12,6 +16,7 @@ import zipfile
 
 import numpy as np
 
+from . import safetensors
 from .fileio import atomic_write
 from .tensor import Tensor
 
@@ -63,8 +68,30 @@ def _decode(node, arrays, path):
     return node
 
 
+def _is_safetensors(path):
+    return os.fspath(path).endswith(".safetensors")
+
+
+def _save_safetensors(obj, path):
+    if not isinstance(obj, dict):
+        raise TypeError(f"save: a .safetensors file holds a dict name -> tensor (a state dict), "
+                        f"got {type(obj).__name__} for {path}")
+    arrays = {}
+    for name, value in obj.items():
+        if not isinstance(name, str):
+            raise TypeError(f"save: {path}: .safetensors names must be strings, got {name!r}")
+        if not isinstance(value, (Tensor, np.ndarray)):
+            raise TypeError(f"save: {path}: {name!r} is a {type(value).__name__}; a .safetensors "
+                            "file holds tensors and arrays only (use .npz for anything else)")
+        arrays[name] = value.numpy() if isinstance(value, Tensor) else value
+    safetensors.save_file(arrays, path)
+
+
 def save(obj, path):
-    """Write ``obj`` (a state dict, or a nested dict of them) to ``path`` atomically."""
+    """Write ``obj`` (a state dict, or a nested dict of them) to ``path`` atomically; a path
+    ending in ``.safetensors`` takes a flat dict name -> tensor."""
+    if _is_safetensors(path):
+        return _save_safetensors(obj, path)
     arrays = []
     meta = {"format": FORMAT, "version": VERSION, "tree": _encode(obj, arrays)}
     members = {f"a{i}": a for i, a in enumerate(arrays)}
@@ -73,9 +100,14 @@ def save(obj, path):
 
 
 def load(path):
-    """Read what ``save`` wrote. A missing, truncated or foreign file raises a clear error."""
+    """Read what ``save`` wrote. A missing, truncated or foreign file raises a clear error.
+    A ``.safetensors`` file (from tinyfw or elsewhere) gives a dict name -> Tensor (BF16 data
+    as float32)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such file: {path}")
+    if _is_safetensors(path):
+        return {name: Tensor(array, device="cpu")
+                for name, array in safetensors.load_file(path).items()}
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "__tinyfw__" not in archive.files:
