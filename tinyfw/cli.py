@@ -117,7 +117,7 @@ def build_parser():
                    "words and <unk> (default: every word)")
     g.add_argument("--val-data", metavar="PATH",
                    help="UTF-8 text file to validate on (default: the last "
-                   f"{d.val_fraction:.0%} of the corpus)")
+                   f"{d.val_fraction:.0%}% of the corpus)")
     g.add_argument("--train-fraction", type=_fraction, metavar="F",
                    help="train on the first F of the training tokens, F in (0, 1] (default 1)")
     g = t.add_argument_group("model")

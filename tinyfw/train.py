@@ -334,6 +334,9 @@ def _read_token_cache(meta_path, tokens_path, tok_path):
     try:
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
+    except (OSError, ValueError) as e:
+        return None, f"{meta_path} is not readable JSON: {e}"
+    try:
         ids = load_tokens(tokens_path)
         tok = load_tokenizer(tok_path)
     except (OSError, ValueError) as e:
