@@ -10,7 +10,9 @@ What one run does, in named stages (each a function below):
 
 1. **data** (``load_data``): reads the corpus (a UTF-8 file, or the built-in corpus), trains a
    tokenizer on it (or takes the checkpoint's when resuming) and encodes it; the token array is
-   cached in ``OUT/tokens.npy`` (``OUT/tokens.json`` says which text and tokenizer produced it).
+   cached in ``OUT/tokens.npy`` (``OUT/tokens.json`` says which text and tokenizer produced it,
+   and holds the array's length and checksum: a cut or altered cache is encoded again, with a
+   message).
    Validation is the last 10% of the tokens, or the file ``val_data``; ``train_fraction`` keeps
    the first part of the training tokens (data-size studies: the validation set stays the same).
 2. **model** (``build_run_model``): a ``transformer`` (``LanguageModel``) or a ``safu``
