@@ -6,6 +6,8 @@ blocks whose token mixer is chosen by name, a final norm and an output layer.
     logits = model(ids)                   # ids (B, T) int64 -> logits (B, T, V)
     logits, loss = model(ids, targets)    # mean cross-entropy over all positions
     out = model.generate(ids, max_new_tokens=100, temperature=0.8, top_k=20)
+    gpt2 = LanguageModel.from_pretrained("gpt2/")  # a Hugging Face GPT-2 folder (gpt2_weights.py)
+    model.save_pretrained("out/")                 # ... and back, for transformers to load
 
 Mixers (``mixer=``, registered by name in ``mixers.py``): 'softmax' (causal multi-head softmax
 attention), 'linear' (fast-weight sum rule), 'delta' (fast-weight delta rule), 'safu' (the
@@ -21,8 +23,8 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..ops import nn as N
-from ..tensor import Tensor, arange, tensor
-from . import init
+from ..tensor import Tensor, arange, float32, tensor
+from . import gpt2_weights, init
 from .layers import Dropout, Embedding, GELU, Linear
 from .mixers import MIXERS
 from .module import Module, ModuleList
@@ -45,6 +47,8 @@ class ModelConfig:
     bias: bool = True
     positional: str = "learned"    # 'learned' position embeddings or 'none'
     mixer_options: dict = dataclasses.field(default_factory=dict)  # passed to the mixer
+    activation: str = "gelu"       # the MLP's: 'gelu' (erf form) or 'gelu_new' (tanh form, GPT-2)
+    norm_eps: float = None         # the norms' epsilon; None: LayerNorm 1e-5, RMSNorm 1e-6
 
     def __post_init__(self):
         problems = []
@@ -62,6 +66,11 @@ class ModelConfig:
             problems.append(f"positional={self.positional!r} must be 'learned' or 'none'")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} must be in [0, 1)")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation={self.activation!r} must be one of {tuple(ACTIVATIONS)}")
+        if self.norm_eps is not None and not (isinstance(self.norm_eps, (int, float))
+                                              and self.norm_eps > 0):
+            problems.append(f"norm_eps={self.norm_eps!r} must be a positive number or None")
         if problems:
             raise ValueError("ModelConfig: " + "; ".join(problems))
 
@@ -77,12 +86,14 @@ class ModelConfig:
         return cls(**d)
 
 
-def make_norm(kind, dim, bias=True):
+def make_norm(kind, dim, bias=True, eps=None):
+    """LayerNorm (kind 'layer') or RMSNorm ('rms') over ``dim``; ``eps`` None: its default."""
+    options = {} if eps is None else {"eps": eps}
     if kind == "layer":
         from .normalization import LayerNorm
-        return LayerNorm(dim, bias=bias)
+        return LayerNorm(dim, bias=bias, **options)
     from .normalization import RMSNorm
-    return RMSNorm(dim)
+    return RMSNorm(dim, **options)
 
 
 def make_mixer(cfg):
@@ -91,13 +102,18 @@ def make_mixer(cfg):
     return MIXERS[cfg.mixer](cfg, **cfg.mixer_options)
 
 
-class MLP(Module):
-    """``Linear(D, rD) -> GELU -> Linear(rD, D) -> dropout``."""
+# ModelConfig.activation -> GELU's ``approximate``: 'gelu_new' is GPT-2's name for the tanh form
+ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh"}
 
-    def __init__(self, dim, ratio=4, dropout=0.0, bias=True):
+
+class MLP(Module):
+    """``Linear(D, rD) -> GELU -> Linear(rD, D) -> dropout``; ``activation`` 'gelu' (erf form)
+    or 'gelu_new' (tanh form)."""
+
+    def __init__(self, dim, ratio=4, dropout=0.0, bias=True, activation="gelu"):
         super().__init__()
         self.fc = Linear(dim, ratio * dim, bias=bias)
-        self.act = GELU()
+        self.act = GELU(ACTIVATIONS[activation])
         self.proj = Linear(ratio * dim, dim, bias=bias)
         self.drop = Dropout(dropout)
 
@@ -111,10 +127,10 @@ class Block(Module):
     def __init__(self, cfg):
         super().__init__()
         self.prenorm = cfg.prenorm
-        self.norm1 = make_norm(cfg.norm, cfg.d_model, cfg.bias)
+        self.norm1 = make_norm(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps)
         self.mixer = make_mixer(cfg)
-        self.norm2 = make_norm(cfg.norm, cfg.d_model, cfg.bias)
-        self.mlp = MLP(cfg.d_model, cfg.mlp_ratio, cfg.dropout, cfg.bias)
+        self.norm2 = make_norm(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps)
+        self.mlp = MLP(cfg.d_model, cfg.mlp_ratio, cfg.dropout, cfg.bias, cfg.activation)
 
     def forward(self, x, state=None, return_state=False):
         if self.prenorm:
@@ -141,7 +157,7 @@ class LanguageModel(Module):
             self.pos_emb = Embedding(cfg.context_length, cfg.d_model)
         self.drop = Dropout(cfg.dropout)
         self.blocks = ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
-        self.norm_f = make_norm(cfg.norm, cfg.d_model, cfg.bias)
+        self.norm_f = make_norm(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps)
         self.head = Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self._init_weights()
         if cfg.tie_weights:
@@ -157,6 +173,40 @@ class LanguageModel(Module):
             elif p.ndim == 2:
                 is_residual_out = name.startswith("blocks") and name.endswith("proj.weight")
                 init.normal_(p, 0.0, residual_std if is_residual_out else 0.02)
+
+    # ------------------------------------------------------------------ Hugging Face GPT-2
+    @classmethod
+    def from_pretrained(cls, path, dtype=float32, dropout=0.0):
+        """The GPT-2 in ``path``, a folder in Hugging Face's ``GPT2LMHeadModel`` layout
+        (``config.json`` + ``model.safetensors``), with weights of ``dtype`` (float32 or float64)
+        and ``dropout`` for fine-tuning. Nothing is downloaded. The folder is checked whole
+        before the model is built: a missing file or tensor, another architecture or a shape
+        that disagrees with the config raises an error naming the file and the key.
+        """
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"from_pretrained: dtype must be float32 or float64, got {dtype}")
+        with gpt2_weights.GPT2Folder(path) as folder:
+            config = ModelConfig(**folder.settings, dropout=dropout)
+            # Built with a one-token vocabulary and context, then given the file's weights one
+            # tensor at a time: at full size the constructor would draw random embeddings (40%
+            # of GPT-2 small's weights, in float64 first) only for them to be overwritten,
+            # doubling the memory a load takes.
+            model = cls(dataclasses.replace(config, vocab_size=1, context_length=1))
+            model.config = config
+            for name, p in model.named_parameters():   # a tied head is tok_emb's, listed once
+                p.data = folder.read(name, dtype)
+            model.tok_emb.num_embeddings = model.head.out_features = config.vocab_size
+            model.pos_emb.num_embeddings = config.context_length
+        return model.eval()
+
+    def save_pretrained(self, folder):
+        """Write ``config.json`` and ``model.safetensors`` in Hugging Face's GPT-2 layout, so
+        that ``transformers.GPT2LMHeadModel.from_pretrained(folder)`` loads this model. Only
+        models GPT-2's architecture can express save (learned positions, pre-norm LayerNorm,
+        softmax attention, biases, a GELU MLP); any other setting raises ValueError naming it."""
+        arrays = {name: t.numpy() for name, t in self.state_dict().items()}
+        gpt2_weights.save_gpt2_folder(folder, self.config.to_dict(), arrays)
 
     # ------------------------------------------------------------------ forward
     def forward(self, ids, targets=None, state=None, return_state=False):
