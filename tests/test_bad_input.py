@@ -17,7 +17,7 @@ from tinyfw.cli import main
 from tinyfw.data import load_tokens
 from tinyfw.tensor import tensor
 from tinyfw.train import (TrainConfig, TrainingDiverged, load_checkpoint, read_metrics,
-                          resolve_resume_config, train)
+                          save_checkpoint, train)
 
 TEXT = "".join(f"a {w} is a {w}.\n" for w in ("cat", "dog", "bird", "fish")) * 60
 TINY = ["--n-layers", "1", "--n-heads", "2", "--d-model", "16", "--context", "8",
@@ -332,6 +332,18 @@ def test_resume_from_a_damaged_checkpoint_writes_nothing(good_run, tmp_path, cap
     assert str(out / "ckpt.npz") in err and message in err
     assert "Traceback" not in err
     assert snapshot(out) == before
+
+
+def test_sample_names_a_checkpoint_with_non_finite_weights(good_run, tmp_path, capsys):
+    ckpt = load_checkpoint(str(good_run / "ckpt.npz"))
+    name = sorted(ckpt["model"])[0]
+    ckpt["model"][name].data[...] = np.nan
+    path = tmp_path / "nan.npz"
+    save_checkpoint(str(path), ckpt)
+    assert main(["sample", "--ckpt", str(path), "--max-new-tokens", "3"]) == 1
+    err = capsys.readouterr().err
+    assert f"the checkpoint {path} holds NaN or Inf in {name}" in err
+    assert "Traceback" not in err and "Probabilities" not in err
 
 
 # ---------------------------------------------------------------- damaged token cache

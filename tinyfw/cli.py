@@ -27,7 +27,8 @@ import sys
 _TRAIN_FLAGS = {"data": "data", "tokenizer": "tokenizer", "vocab_size": "vocab_size",
                 "val_data": "val_data", "train_fraction": "train_fraction",
                 "model_kind": "model_kind", "init": "init", "steps": "steps",
-                "batch_size": "batch_size", "grad_accum": "grad_accum", "lr": "lr", "min_lr": "min_lr", "warmup": "warmup",
+                "batch_size": "batch_size", "grad_accum": "grad_accum", "lr": "lr",
+                "min_lr": "min_lr", "warmup": "warmup",
                 "weight_decay": "weight_decay", "grad_clip": "grad_clip",
                 "eval_every": "eval_every", "eval_iters": "eval_iters", "patience": "patience",
                 "log_every": "log_every", "seed": "seed", "out": "out", "device": "device",
@@ -143,7 +144,8 @@ def build_parser():
     g.add_argument("--d-model", type=_positive_int, help=f"width (default {m['d_model']})")
     g.add_argument("--mlp-ratio", type=_positive_int,
                    help=f"MLP width / model width (default {m['mlp_ratio']})")
-    g.add_argument("--dropout", type=_probability, help=f"dropout probability (default {m['dropout']})")
+    g.add_argument("--dropout", type=_probability,
+                   help=f"dropout probability, in [0, 1) (default {m['dropout']})")
     g.add_argument("--norm", choices=("layer", "rms"), help=f"LayerNorm or RMSNorm (default "
                    f"{m['norm']})")
     g.add_argument("--prenorm", dest="prenorm", action="store_true",

@@ -23,12 +23,16 @@ from .tensor import tensor
 
 def load_model(path, device="cpu"):
     """``(model, tokenizer)`` from a training checkpoint (a transformer or a SAFU model), the
-    model in eval mode."""
+    model in eval mode. Weights that are not finite raise a ValueError naming the file."""
     ckpt = load_checkpoint(path)
     try:
         model, tokenizer = model_from_checkpoint(ckpt, device)
     except ValueError as e:
         raise ValueError(f"sample: cannot rebuild the model from {path}: {e}") from None
+    for name, p in model.named_parameters():
+        if not np.isfinite(p.numpy()).all():
+            raise ValueError(f"sample: the checkpoint {path} holds NaN or Inf in {name}: it was "
+                             "written from a diverged run")
     model.eval()
     return model, tokenizer
 
