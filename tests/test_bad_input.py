@@ -217,6 +217,16 @@ def test_an_infinite_gradient_norm_stops_before_the_update(tmp_path, corpus, cap
     assert without_config(snapshot(out)) == without_config(before)
 
 
+def test_a_non_finite_evaluation_writes_no_checkpoint(tmp_path, corpus, capsys, monkeypatch):
+    out, before = _stopped_run(tmp_path, corpus)
+    _poison_call(monkeypatch, "estimate_loss", 2, math.inf)      # the val loss at step 4
+    assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "training diverged: the evaluation at step 4 gave train loss" in err
+    assert "val loss inf; no checkpoint written from it" in err and "keeps step 2" in err
+    assert without_config(snapshot(out)) == without_config(before)
+
+
 def test_divergence_after_a_checkpoint_in_the_same_run(tmp_path, corpus, capsys, monkeypatch):
     _poison_call(monkeypatch, "accumulate_gradients", 3, math.nan)
     out = tmp_path / "run"

@@ -638,6 +638,8 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
 
     run = TrainingRun(cfg, model, optimizer, scheduler, data, settings["context_length"],
                       batch_rng, device, metrics, log, init_report, init_seconds, state)
+    if ckpt is not None:
+        run.saved_step = run.step
     if ckpt is None:
         accum = f" ({cfg.grad_accum} micro-batches)" if cfg.grad_accum > 1 else ""
         log(_describe(cfg, settings, run.n_params) + f"; training {cfg.steps} steps of "
@@ -693,7 +695,7 @@ class TrainingRun:
         self.last_loss, self.val_loss = float("nan"), None
         self.tokens_per_s, self.early_stopped = 0.0, False
         self.tokens = tokens
-        self.saved_step = self.step if self.step > 0 or tokens else None  # what ckpt_path holds
+        self.saved_step = None        # the step ckpt_path holds, once this run wrote or resumed it
 
     def step_once(self):
         """Stage 4a: one optimisation step on a fresh batch of ``grad_accum * batch_size``
@@ -717,14 +719,18 @@ class TrainingRun:
         self.tokens += x.size
         return loss, lr
 
+    def _kept(self):
+        """Which checkpoint keeps the last good state (for the TrainingDiverged messages)."""
+        if self.saved_step is None:
+            return "no checkpoint was written by this run"
+        return f"{self.ckpt_path} keeps step {self.saved_step}, the last good state"
+
     def _diverged(self, what, lr):
         """The TrainingDiverged error for the step being taken: what went wrong, at which step,
         and which checkpoint keeps the last good state."""
-        kept = (f"{self.ckpt_path} keeps step {self.saved_step}, the last good state"
-                if self.saved_step is not None else "no checkpoint was written by this run")
         return TrainingDiverged(
             f"train: training diverged: {what} at step {self.step + 1} (lr {lr:.3g}); stopped "
-            f"without applying it: {kept} (try a lower --lr, or --grad-clip)")
+            f"without applying it: {self._kept()} (try a lower --lr, or --grad-clip)")
 
     def save(self, path):
         """Write the checkpoint of the current state to ``path``, after checking every
@@ -733,10 +739,8 @@ class TrainingRun:
             if not np.isfinite(p.numpy()).all():
                 raise TrainingDiverged(
                     f"train: training diverged: the parameter {name} holds NaN or Inf after "
-                    f"step {self.step}; {path} was not written"
-                    + (f" ({self.ckpt_path} keeps step {self.saved_step})"
-                       if self.saved_step is not None else "")
-                    + " (try a lower --lr, or --grad-clip)")
+                    f"step {self.step}; {path} was not written: {self._kept()} (try a lower "
+                    "--lr, or --grad-clip)")
         save_checkpoint(path, self.checkpoint_state())
         if path == self.ckpt_path:
             self.saved_step = self.step
@@ -749,12 +753,10 @@ class TrainingRun:
         val_loss = estimate_loss(self.model, self.data.val_ids, B, T, cfg.eval_iters,
                                  cfg.seed + 2, self.device)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            kept = (f"{self.ckpt_path} keeps step {self.saved_step}, the last good state"
-                    if self.saved_step is not None else "no checkpoint was written by this run")
             raise TrainingDiverged(
                 f"train: training diverged: the evaluation at step {self.step} gave train loss "
-                f"{train_loss}, val loss {val_loss}; no checkpoint written from it: {kept} (try "
-                "a lower --lr, or --grad-clip)")
+                f"{train_loss}, val loss {val_loss}; no checkpoint written from it: "
+                f"{self._kept()} (try a lower --lr, or --grad-clip)")
         self.history["eval_step"].append(self.step)
         self.history["eval_train_loss"].append(train_loss)
         self.history["val_loss"].append(val_loss)
