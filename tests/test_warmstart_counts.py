@@ -27,6 +27,9 @@ from tinyfw.warmstart.explicit_training import (explicit_train, explicit_train_s
 from tinyfw.warmstart.init import cipher_embeddings
 
 TOL = dict(rtol=1e-12, atol=1e-13)
+# float32 passes against their float64 definitions: the sums of ~2000 exps and the products carry
+# float32 rounding (~1e-7 relative per operation)
+TOL32 = dict(rtol=2e-5, atol=2e-6)
 
 
 @pytest.fixture(params=["serial", "split", "parallel"])
@@ -126,7 +129,7 @@ def csr_of(A, offset=0):
     """A dense (n, k) as (indptr, indices, values) whose indptr starts ``offset`` entries into
     indices/values (a block of rows of a larger matrix)."""
     C = sp.csr_matrix(A)
-    pad_i, pad_v = np.full(offset, 7, np.int64), np.full(offset, 99.0)
+    pad_i, pad_v = np.full(offset, 7, np.int64), np.full(offset, 99.0, C.data.dtype)
     return (C.indptr.astype(np.int64) + offset,
             np.concatenate([pad_i, C.indices.astype(np.int64)]),
             np.concatenate([pad_v, C.data]))
@@ -154,6 +157,46 @@ def test_softmax_rows_with_a_sparse_part(path, gradient, n, k, V, offset):
     np.testing.assert_allclose(a, expected, **TOL)             # logits (or p - y) of S + A W
 
 
+@pytest.mark.parametrize("gradient", [False, True])
+@pytest.mark.parametrize("n,k,V", [(1, 1, 1), (17, 5, 9), (64, 12, 2000)])
+def test_float32_softmax_rows_match_the_float64_definition(path, gradient, n, k, V):
+    """float32 logits (and sparse part) give the losses and p - y of the float64 definition on
+    the same float32 numbers, to float32 rounding; the logits are never widened in place."""
+    rng = np.random.default_rng(n + V)
+    S, t = logits_and_targets(rng, n, V)
+    A = sparse_rows(rng, (n, k), density=0.3)
+    W = rng.standard_normal((k, V))
+    sparse32 = csr_of(A.astype(np.float32)) + (W.astype(np.float32),)
+    a = S.astype(np.float32)
+    b = a.copy()
+    loss = kernels.softmax_cross_entropy_rows(a, t, gradient, sparse32)
+    expected = ref.softmax_cross_entropy_rows(b, t, gradient, sparse32)
+    assert a.dtype == np.float32 and loss.dtype == np.float64
+    np.testing.assert_allclose(loss, expected, **TOL32)
+    np.testing.assert_allclose(a, b, **TOL32)
+    if gradient:
+        np.testing.assert_allclose(a.sum(axis=1), 0.0, atol=1e-5)
+    # logits far apart: no NaN, the capped loss where p underflows
+    far = np.array([[0.0, -1e4, 5.0], [80.0, 79.0, -80.0]], dtype=np.float32)
+    out = kernels.softmax_cross_entropy_rows(far.copy(), np.array([1, 2]))
+    np.testing.assert_allclose(out, [-math.log(1e-300), 160.0 + math.log1p(math.exp(-1.0))],
+                               rtol=1e-6)
+
+
+def test_float32_inputs_must_not_mix_dtypes():
+    S = np.zeros((2, 3), np.float32)
+    sparse = (np.zeros(3, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((1, 3)))
+    for module in (kernels, ref):
+        with pytest.raises(TypeError, match="softmax_cross_entropy_rows: the sparse part's W "
+                                            "must have the dtype of the other inputs"):
+            module.softmax_cross_entropy_rows(S, np.zeros(2, np.int64), False, sparse)
+        with pytest.raises(TypeError, match="listed_products: W must have the dtype"):
+            module.listed_products(S, np.zeros((1, 3)), np.array([0, 0, 0]), np.zeros(0, int))
+        with pytest.raises(TypeError, match="softmax_cross_entropy_rows: S must be float32 or "
+                                            "float64, got int64"):
+            module.softmax_cross_entropy_rows(np.zeros((2, 3), np.int64), np.zeros(2, np.int64))
+
+
 def test_softmax_rows_empty():
     for f in (kernels.softmax_cross_entropy_rows, ref.softmax_cross_entropy_rows):
         assert f(np.zeros((0, 5)), np.zeros(0, np.int64), True).shape == (0,)
@@ -175,6 +218,26 @@ def test_exp_float64_agrees_with_numpy():
     one = np.array([-700.0, -355.5, -40.25, -1.0])
     sums = [kernels._exp_shifted_sum(one[i:i + 1], 0.0) for i in range(len(one))]
     np.testing.assert_allclose(sums, np.exp(one), rtol=4e-16, atol=0)
+
+
+def test_exp_float32_agrees_with_numpy():
+    @njit
+    def exps(u):
+        out = np.empty_like(u)
+        for i in range(u.shape[0]):
+            out[i] = kernels._exp_float32(u[i])
+        return out
+
+    u = np.concatenate([np.linspace(-87.0, 88.0, 100_001), [0.0, -1e-30, 1e-8, -0.5,
+                                                             np.log(2.0)]]).astype(np.float32)
+    got = exps(u)
+    assert got.dtype == np.float32
+    # within 2 float32 ulp (1.2e-7 relative) of the exact exp of the same float32 inputs
+    np.testing.assert_allclose(got, np.exp(u.astype(np.float64)), rtol=2.4e-7, atol=0)
+    np.testing.assert_array_equal(exps(np.array([-87.5, -1e4, -np.inf], np.float32)), 0.0)
+    one = np.array([-80.0, -40.25, -1.0, 0.0], np.float32)
+    sums = [kernels._exp_shifted_sum(one[i:i + 1], np.float32(0.0)) for i in range(len(one))]
+    np.testing.assert_allclose(sums, np.exp(one.astype(np.float64)), rtol=2.4e-7, atol=0)
 
 
 # ------------------------------------------------------------------- the differential criterion
@@ -227,6 +290,11 @@ def test_listed_products_match_reference(path, n, k, V):
         kernels.listed_products(D[:1], W, np.array([0, 1]), np.array([k]))
     with pytest.raises(ValueError, match="listed_products: indptr must be"):
         kernels.listed_products(D[:1], W, np.array([0, 2]), np.array([0]))
+    D32, W32 = D.astype(np.float32), W.astype(np.float32)
+    out32 = kernels.listed_products(D32, W32, indptr, cols)
+    assert out32.dtype == np.float32
+    np.testing.assert_allclose(out32, ref.listed_products(D32, W32, indptr, cols), rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_large_empty_shapes():
@@ -438,9 +506,7 @@ def test_explicit_train_safu_matches_the_original_solve(options, rounds):
         np.testing.assert_allclose(a[name], b[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
-def test_explicit_train_language_model_matches_the_original_and_the_references(monkeypatch):
-    """A SAFULanguageModel with cipher vectors (float32, as trained): the same parameters as the
-    original solve, and the same again with every kernel swapped for its NumPy definition."""
+def zipf_language_model_problem(dtype):
     rng = np.random.default_rng(0)
     V = 60
     stream = rng.zipf(1.3, 6000) % V
@@ -448,22 +514,14 @@ def test_explicit_train_language_model_matches_the_original_and_the_references(m
 
     def model():
         fw.manual_seed(1)
-        m = SAFULanguageModel(V, 8, block=5, radial=3, use_document=True)
-        m.set_embedding(cipher_embeddings(stream, V, 8))
+        m = SAFULanguageModel(V, 8, block=5, radial=3, use_document=True, dtype=dtype)
+        m.set_embedding(cipher_embeddings(stream, V, 8).astype(dtype))
         return m
+    return model, ids, targets
 
-    new = model()
-    report = explicit_train(new, ids, targets, rounds=1, eps=0.1, keep_best=False)
-    old = model()
-    with no_grad():
-        X = old.layer_inputs(fw.tensor(ids), 0).numpy()
-    stages = original_explicit_train_safu(old.layers[0], X, targets, 1, eps=0.1)
-    np.testing.assert_allclose([s[1] for s in report["layers"][0]["stages"]],
-                               [s[1] for s in stages], rtol=1e-10)
-    a, b = params(new), params(old)
-    for name in b:
-        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
+def solve_with_the_definitions(monkeypatch, model, ids, targets):
+    """explicit_train with every kernel swapped for its NumPy definition."""
     class References:                     # the definitions, plus the (exact) column split
         target_counts = staticmethod(ref.target_counts)
         softmax_cross_entropy_rows = staticmethod(ref.softmax_cross_entropy_rows)
@@ -473,11 +531,66 @@ def test_explicit_train_language_model_matches_the_original_and_the_references(m
         split_columns = staticmethod(kernels.split_columns)
         large_empty = staticmethod(kernels.large_empty)
 
-    monkeypatch.setattr(explicit_training, "counts", References)
+    with monkeypatch.context() as patch:
+        patch.setattr(explicit_training, "counts", References)
+        return explicit_train(model, ids, targets, rounds=1, eps=0.1, keep_best=False)
+
+
+def test_explicit_train_language_model_matches_the_original_and_the_references(monkeypatch):
+    """A float64 SAFULanguageModel with cipher vectors: the same stage losses and parameters as
+    the original solve, and the same again with every kernel swapped for its NumPy
+    definition, to float64 rounding."""
+    model, ids, targets = zipf_language_model_problem(np.float64)
+    new = model()
+    report = explicit_train(new, ids, targets, rounds=1, eps=0.1, keep_best=False)
+    old = model()
+    with no_grad():
+        X = old.layer_inputs(fw.tensor(ids), 0).numpy()
+    stages = original_explicit_train_safu(old.layers[0], X, targets, 1, eps=0.1)
+    np.testing.assert_allclose([s[1] for s in report["layers"][0]["stages"]],
+                               [s[1] for s in stages], rtol=1e-12)
+    a, b = params(new), params(old)
+    for name in b:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-10, atol=1e-12, err_msg=name)
     again = model()
-    report_ref = explicit_train(again, ids, targets, rounds=1, eps=0.1, keep_best=False)
+    report_ref = solve_with_the_definitions(monkeypatch, again, ids, targets)
     np.testing.assert_allclose(report_ref["loss"], report["loss"], rtol=1e-12)
     c = params(again)
     for name in a:
-        np.testing.assert_allclose(c[name], a[name], rtol=1e-6, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(c[name], a[name], rtol=1e-10, atol=1e-12, err_msg=name)
+    assert np.abs(a["layers.0.w_a"]).max() > 0                # the attention was solved
+
+
+def test_float32_language_model_is_solved_in_float32_as_the_float64_one(monkeypatch):
+    """The default float32 model: its passes run in float32 (a float32 logits block), and its
+    stage losses and parameters agree with the float64 solve of the same numbers (the original
+    procedure) to float32 rounding; with the NumPy definitions (float64 math on the same
+    float32 inputs) likewise."""
+    model, ids, targets = zipf_language_model_problem(np.float32)
+    new = model()
+    seen = []
+    original_rows = kernels.softmax_cross_entropy_rows
+
+    def recording_rows(S, *args, **kwargs):
+        seen.append(S.dtype)
+        return original_rows(S, *args, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr(kernels, "softmax_cross_entropy_rows", recording_rows)
+        report = explicit_train(new, ids, targets, rounds=1, eps=0.1, keep_best=False)
+    assert seen and set(seen) == {np.dtype(np.float32)}
+    old = model()
+    with no_grad():
+        X = old.layer_inputs(fw.tensor(ids), 0).numpy()
+    stages = original_explicit_train_safu(old.layers[0], X, targets, 1, eps=0.1)
+    np.testing.assert_allclose([s[1] for s in report["layers"][0]["stages"]],
+                               [s[1] for s in stages], rtol=1e-6)
+    a, b = params(new), params(old)
+    for name in b:          # float32 parameters: rounding of their last bit, ~6e-8 relative
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    again = model()
+    report_ref = solve_with_the_definitions(monkeypatch, again, ids, targets)
+    np.testing.assert_allclose(report_ref["loss"], report["loss"], rtol=1e-6)
+    c = params(again)
+    for name in a:
+        np.testing.assert_allclose(c[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
     assert np.abs(a["layers.0.w_a"]).max() > 0                # the attention was solved

@@ -2,7 +2,8 @@
 
 ``explicit_training.py`` runs the solve with the CPU kernels of the same names and signatures
 (``tinyfw/backend/cpu/warmstart_counts.py``); the tests check those kernels against these.
-Everything is float64.
+The counts are float64. The softmax steps take float32 or float64 inputs; their definitions
+compute in float64 whatever the input (the float32 kernels agree with them to float32 rounding).
 
 * :func:`target_counts` ``(X (M, d), targets (M,), n_out) -> F (d, n_out)``: the counts
   ``F = X^T Y`` of the explicit softmax solution (``explicit.py``) for integer targets, ``Y``
@@ -48,14 +49,16 @@ def target_counts(X, targets, n_out):
 
 def softmax_cross_entropy_rows(S, targets, gradient=False, sparse=None):
     S, targets, sparse = check_softmax_rows(S, targets, sparse)
+    logits = S.astype(np.float64)
     if sparse is not None:
         indptr, indices, values, W = sparse
         used = slice(indptr[0], indptr[-1])
-        A = sp.csr_matrix((values[used], indices[used], indptr - indptr[0]),
+        A = sp.csr_matrix((values[used].astype(np.float64), indices[used], indptr - indptr[0]),
                           shape=(S.shape[0], W.shape[0]))
-        S += A @ W
+        logits += A @ W.astype(np.float64)
+        S[...] = logits
     rows = np.arange(S.shape[0])
-    e = np.exp(S - S.max(axis=1, keepdims=True))
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
     p = e / e.sum(axis=1, keepdims=True)
     loss = -np.log(np.maximum(p[rows, targets], MIN_PROBABILITY))
     if gradient:
@@ -68,7 +71,7 @@ def listed_products(D, W, indptr, cols):
     D, W, indptr, cols = check_listed_products(D, W, indptr, cols)
     listed = np.zeros((D.shape[0], W.shape[0]), dtype=bool)
     listed[np.repeat(np.arange(D.shape[0]), np.diff(indptr)), cols] = True
-    return np.where(listed, D @ W.T, 0.0)
+    return np.where(listed, D.astype(np.float64) @ W.astype(np.float64).T, 0.0).astype(D.dtype)
 
 
 def offset_choices(X, G, block):

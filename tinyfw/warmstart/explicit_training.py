@@ -36,9 +36,15 @@ choices run on the CPU kernels of ``backend/cpu/warmstart_counts.py``, whose Num
 are ``explicit_steps.py``. One pass over the positions gives a stage's loss and, from the same
 softmax, the gradients the next stage needs (``dL/dh`` only where the criterion reads it); the
 logits take BLAS for the feature columns that are mostly non-zero and add the mostly-zero ones
-(the radial context of cipher vectors) row by row. The numbers are those of the plain NumPy
-solve up to float64 rounding (``tests/test_warmstart_counts.py``); the time against Adam steps
-is in ``bench/README.md`` ("Explicit SAFU solve").
+(the radial context of cipher vectors) row by row.
+
+Precision: the features and the counts are float64; the passes over the positions (logits,
+softmax, ``dL/dh``) run in the layer's own dtype. A float64 layer is solved exactly as the plain
+NumPy solve, up to float64 rounding; a float32 layer (the default) is evaluated in float32, as
+it will be trained, which halves the cost of the passes against float64: its losses and weights
+agree with the float64 solve to float32 rounding, except where a near-tie in the criterion's
+argmin falls the other way (``tests/test_warmstart_counts.py``). The time against Adam steps is
+in ``bench/README.md`` ("Explicit SAFU solve").
 
 ``fine_tune`` is a small Adam loop for models called as ``logits, loss = model(ids, targets)``.
 """
@@ -144,6 +150,8 @@ class _Solver:
         self.layer, self.X, self.T, self.eps, self.chunk = layer, X, T, eps, chunk
         self.flat_T = np.ascontiguousarray(T.reshape(-1))
         self.dtype = next(layer.parameters()).dtype
+        # the precision of the passes over the positions: the layer's own (float32 or float64)
+        self.pass_dtype = np.float32 if self.dtype == np.float32 else np.float64
         self._support = None            # window_support(), computed once (X does not change)
         self._logits = None             # the logits block, kept from one pass to the next
 
@@ -205,33 +213,35 @@ class _Solver:
         with a hidden layer the re-targeted hidden units ``argmin_k dL/du_k`` (M,)."""
         layer = self.layer
         M, V = Z.shape[0], layer.vocab_size
+        dtype = self.pass_dtype
         hidden = layer.hidden is not None
         w_in = self.get("w_1" if hidden else "w_o")             # the weights that read z
         block = layer.segments()["block"] if gradients and layer.block > 1 else None
         G = np.empty((M, layer.d_in)) if block is not None else None
         new_hidden = np.empty(M, dtype=np.int64) if gradients and hidden else None
         if hidden:
-            w_out, dense, sparse = self.get("w_2"), None, None
-            w_block_t = w_in[block].T if block is not None else None
+            w_out, dense, sparse = self.get("w_2").astype(dtype), None, None
+            w_block_t = w_in[block].T.astype(dtype) if block is not None else None
         else:
             if block is not None:       # dL/dh only where the criterion reads it (see below)
-                w_block = np.ascontiguousarray(w_in[block])
+                w_block = np.ascontiguousarray(w_in[block], dtype=dtype)
                 support_ptr, support_cols = self.window_support()
             # z's columns split: the dense ones go through BLAS, the sparse ones as CSR rows
             w_out = w_in
-            dense_cols, Zd, sparse_cols, csr = counts.split_columns(Z)
-            dense = (Zd, np.ascontiguousarray(w_in[dense_cols]))
-            sparse = csr + (np.ascontiguousarray(w_in[sparse_cols]),)
+            dense_cols, Zd, sparse_cols, csr = counts.split_columns(Z, dtype)
+            dense = (Zd, np.ascontiguousarray(w_in[dense_cols], dtype=dtype))
+            sparse = csr + (np.ascontiguousarray(w_in[sparse_cols], dtype=dtype),)
         rows = max(1, _PASS_LOGITS // V)
-        if self._logits is None or self._logits.shape != (min(rows, M), V):
-            self._logits = np.empty((min(rows, M), V))
+        shape = (min(rows, M), V)
+        if self._logits is None or self._logits.shape != shape or self._logits.dtype != dtype:
+            self._logits = np.empty(shape, dtype=dtype)
         logits = self._logits
         total = 0.0
         for start in range(0, M, rows):
             n = min(rows, M - start)
             S = logits[:n]
             if hidden:
-                u = _softmax(Z[start:start + n] @ w_in)
+                u = _softmax(Z[start:start + n] @ w_in).astype(dtype)
                 np.matmul(u, w_out, out=S)
                 part = None
             else:
@@ -246,7 +256,7 @@ class _Solver:
                 new_hidden[start:start + n] = np.argmin(gu, axis=1)   # differential criterion
                 ds = u * (gu - (u * gu).sum(axis=1, keepdims=True))
                 if G is not None:
-                    np.matmul(ds, w_block_t, out=G[start:start + n])
+                    G[start:start + n] = ds @ w_block_t
             elif G is not None:
                 ptr = support_ptr[start:start + n + 1]
                 G[start:start + n] = counts.listed_products(

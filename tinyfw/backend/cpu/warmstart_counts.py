@@ -3,16 +3,18 @@ row-wise softmax passes of the differential criterion.
 
 Same names, signatures and results as the NumPy references in
 ``tinyfw/warmstart/explicit_steps.py``, which define the math; ``explicit_training.py`` runs
-its solve with these. All arithmetic is float64.
+its solve with these. The counts are float64; the softmax passes (``softmax_cross_entropy_rows``,
+``split_columns``, ``listed_products``) run in the precision of their inputs, float32 or float64,
+so that a float32 model is solved in float32 as it is trained, and a float64 one exactly.
 
 - ``target_counts``: ``F = X^T Y`` for integer targets, a scatter-add of the rows of X into
   the rows of ``F^T`` (one per target): the embedding backward's kernel (serial in row order;
   in parallel each thread takes whole segments of equal targets, so none write the same row).
 - ``softmax_cross_entropy_rows``: per row of logits, the max, the exps, their sum and the loss
   in one pass while the row is in cache (and ``p - y`` in place of the logits for the
-  gradient), where NumPy makes a temporary per step over the whole block. The float64 exp is
-  a vectorisable one (``_exp_float64``; libm's ``exp`` is a scalar call per element); it
-  agrees with ``np.exp`` to 1-2 ulp. It first adds the product of a sparse
+  gradient), where NumPy makes a temporary per step over the whole block. The exp is a
+  vectorisable one (``_exp_float64``, ``_exp_float32``; libm's ``exp`` is a scalar call per
+  element); it agrees with ``np.exp`` to 1-2 ulp in float64 and to 1e-7 in float32. It first adds the product of a sparse
   matrix with a weight matrix to the row (``sparse``), for the columns of the features that
   are mostly zero (``sparse_column_mask``): the radial context of cipher vectors has ~4 non-zero
   entries in 108, and one row of W per non-zero entry costs far less than BLAS's dense product
@@ -32,7 +34,7 @@ import mmap
 import numpy as np
 from llvmlite import ir as llvm_ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .core_kernels import embedding_backward
 from .runtime import launch
@@ -57,23 +59,24 @@ SPARSE_MAX_DENSITY = 0.125
 LARGE_ARRAY_BYTES = 32 << 20
 
 
-def large_empty(shape):
-    """An uninitialised float64 array; one of ``LARGE_ARRAY_BYTES`` or more on its own anonymous
+def large_empty(shape, dtype=np.float64):
+    """An uninitialised float array (float64 or float32); one of ``LARGE_ARRAY_BYTES`` or more on its own anonymous
     mapping marked for transparent huge pages (``MADV_HUGEPAGE``, where the system has them).
 
     The solve's feature matrices (100-150 MB) are allocated a few times per solve, above
     malloc's mmap threshold (``runtime/environment.py``: 32 MB), so each comes fresh from the
     kernel and would be page-faulted in 4 KB at a time; 2 MB pages make the first touch several
     times cheaper."""
+    dtype = np.dtype(dtype)
     n = int(np.prod(shape))
-    if n * 8 < LARGE_ARRAY_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return np.empty(shape)
-    region = mmap.mmap(-1, n * 8)
+    if n * dtype.itemsize < LARGE_ARRAY_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return np.empty(shape, dtype=dtype)
+    region = mmap.mmap(-1, max(n * dtype.itemsize, 1))
     try:
         region.madvise(mmap.MADV_HUGEPAGE)
     except OSError:
         pass                           # no transparent huge pages here: ordinary pages
-    return np.frombuffer(region, dtype=np.float64).reshape(shape)
+    return np.frombuffer(region, dtype=dtype).reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,6 +87,20 @@ def _float64_matrix(op, name, a, ndim):
     a = np.asarray(a)
     if a.dtype != np.float64:
         raise TypeError(f"{op}: {name} must be float64, got {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {a.shape}")
+    return a
+
+
+def _float_matrix(op, name, a, ndim, dtype=None):
+    """A float32 or float64 array of ``ndim`` dimensions; of ``dtype`` when given (the dtype of
+    the operation's other float inputs)."""
+    a = np.asarray(a)
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{op}: {name} must have the dtype of the other inputs ({dtype}), "
+                        f"got {a.dtype}")
     if a.ndim != ndim:
         raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {a.shape}")
     return a
@@ -112,11 +129,11 @@ def check_target_counts(X, targets, n_out):
 
 
 def check_softmax_rows(S, targets, sparse=None):
-    """S float64 (n, V) with V >= 1, targets ints (n,) in [0, V); sparse None or
+    """S float32 or float64 (n, V) with V >= 1, targets ints (n,) in [0, V); sparse None or
     ``(indptr (n + 1,), indices (nnz,), values (nnz,), W (k, V))``, a CSR matrix (n, k)
-    (indptr may start at any offset into indices and values) and float64 weights."""
+    (indptr may start at any offset into indices and values) and weights, S's dtype."""
     op = "softmax_cross_entropy_rows"
-    S = _float64_matrix(op, "S", S, 2)
+    S = _float_matrix(op, "S", S, 2)
     if S.shape[1] == 0:
         raise ValueError(f"{op}: S must have at least one column, got shape {S.shape}")
     targets = _int_array(op, "targets", targets, S.shape[:1])
@@ -128,8 +145,8 @@ def check_softmax_rows(S, targets, sparse=None):
             raise ValueError(f"{op}: sparse must be (indptr, indices, values, W), got "
                              f"{len(sparse)} items")
         indptr, indices, values, W = (np.asarray(a) for a in sparse)
-        W = _float64_matrix(op, "the sparse part's W", W, 2)
-        values = _float64_matrix(op, "the sparse part's values", values, 1)
+        W = _float_matrix(op, "the sparse part's W", W, 2, S.dtype)
+        values = _float_matrix(op, "the sparse part's values", values, 1, S.dtype)
         if W.shape[1] != S.shape[1]:
             raise ValueError(f"{op}: the sparse part's W {W.shape} must have {S.shape[1]} "
                              "columns, as S")
@@ -182,7 +199,7 @@ def check_choice_counts(X, choice, keep):
 
 
 # ----------------------------------------------------------------------------------------------
-# Vectorisable float64 exp
+# Vectorisable exp, float64 and float32
 # ----------------------------------------------------------------------------------------------
 
 @intrinsic
@@ -239,8 +256,86 @@ def _exp_float64(u):
     return p * two_n if u >= _EXP_MIN else 0.0
 
 
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bit pattern is the low 32 bits of the integer ``bits``."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        word = args[0]
+        if bits.bitwidth != 32:
+            word = builder.trunc(word, llvm_ir.IntType(32))
+        return builder.bitcast(word, llvm_ir.FloatType())
+    return types.float32(bits), codegen
+
+
+# The same method in float32 (every constant a float32, so no step widens to float64): ln 2 in
+# two parts, the first with 12 significant bits (Cephes' expf constants), and exp(r) by its
+# Taylor series to r^7 (remainder < 1e-8 relative for |r| <= ln 2 / 2).
+_LOG2_E_32 = np.float32(_LOG2_E)
+_LN2_HI_32 = np.float32(0.693359375)
+_LN2_LO_32 = np.float32(-2.12194440e-4)
+_EXP_MIN_32 = np.float32(-87.0)           # exp(-87) = 1.6e-38, still a normal float32
+_HALF_32 = np.float32(0.5)
+_BIAS_32 = np.float32(127.0)
+_MANTISSA_BITS_32 = np.int32(23)
+_ZERO_32 = np.float32(0.0)
+_EXP_TAYLOR_32 = tuple(np.float32(1.0 / math.factorial(k)) for k in range(8))
+
+
+@njit(cache=True, fastmath={"contract"})
+def _exp_float32(u):
+    """exp(u) of a float32, as ``_exp_float64`` in float32 arithmetic: 0 below -87 and for NaN;
+    within 1e-7 relative of the true value above."""
+    uc = u if u >= _EXP_MIN_32 else _EXP_MIN_32
+    n = np.floor(uc * _LOG2_E_32 + _HALF_32)
+    r = (uc - n * _LN2_HI_32) - n * _LN2_LO_32
+    c = _EXP_TAYLOR_32
+    p = c[7]
+    p = c[6] + r * p
+    p = c[5] + r * p
+    p = c[4] + r * p
+    p = c[3] + r * p
+    p = c[2] + r * p
+    p = c[1] + r * p
+    p = c[0] + r * p
+    two_n = _float32_from_bits(np.int32(n + _BIAS_32) << _MANTISSA_BITS_32)
+    return p * two_n if u >= _EXP_MIN_32 else _ZERO_32
+
+
+def _exp(u):
+    """exp of a float32 or float64 scalar in its own precision, inside compiled code."""
+    raise NotImplementedError("_exp is for compiled (Numba) code")
+
+
+@overload(_exp)
+def _exp_by_type(u):
+    if u == types.float32:
+        return lambda u: _exp_float32(u)
+    if u == types.float64:
+        return lambda u: _exp_float64(u)
+    return None
+
+
+def _in_dtype_of(x, value):
+    """``value`` as a scalar of the float array x's dtype, inside compiled code (a float64
+    constant would widen a float32 loop to float64)."""
+    raise NotImplementedError("_in_dtype_of is for compiled (Numba) code")
+
+
+@overload(_in_dtype_of)
+def _in_dtype_of_by_type(x, value):
+    if x.dtype == types.float32:
+        return lambda x, value: np.float32(value)
+    if x.dtype == types.float64:
+        return lambda x, value: np.float64(value)
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
-# Row helpers: each a loop LLVM vectorises on its own (an in-place exp and a reduction in one
+# Row helpers, for float32 and float64 rows (sums and scale factors in the row's dtype, so
+# that float32 rows vectorise 8 or 16 to a register): each a loop LLVM vectorises on its own (an in-place exp and a reduction in one
 # loop would not be: the exp's output aliases its input, and the sum needs reassociation).
 # They are separate compiled functions, not inline="always": Numba inlines those into the
 # caller's IR, where the caller's fastmath flags (none) replace theirs and the reductions would
@@ -273,12 +368,12 @@ def _row_max(x):
 @njit(cache=True, fastmath={"contract"})
 def _exp_shifted_inplace(x, shift):
     for j in range(x.shape[0]):
-        x[j] = _exp_float64(x[j] - shift)
+        x[j] = _exp(x[j] - shift)
 
 
 @njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 def _row_sum(x):
-    total = 0.0
+    total = _in_dtype_of(x, 0.0)
     for j in range(x.shape[0]):
         total += x[j]
     return total
@@ -286,14 +381,16 @@ def _row_sum(x):
 
 @njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 def _exp_shifted_sum(x, shift):
-    total = 0.0
+    total = _in_dtype_of(x, 0.0)
     for j in range(x.shape[0]):
-        total += _exp_float64(x[j] - shift)
+        total += _exp(x[j] - shift)
     return total
 
 
 @njit(cache=True, fastmath={"contract"})
-def _scale_inplace(x, factor):
+def _reciprocal_scale_inplace(x, total):
+    # x /= total, as one reciprocal (in the row's dtype) and a multiply per entry
+    factor = _in_dtype_of(x, 1.0) / total
     for j in range(x.shape[0]):
         x[j] *= factor
 
@@ -337,35 +434,42 @@ def _add_sparse_product(s, indptr, indices, values, W, r):
         _add_scaled_row(s, values[q], W[indices[q]])
 
 
+_MAX_LOSS = -math.log(MIN_PROBABILITY)
+
+
 @njit(nogil=True, cache=True)
 def _softmax_loss_rows(S, targets, indptr, indices, values, W, loss, start, stop):
-    # loss only: log-sum-exp minus the target's logit
+    # loss only: log-sum-exp minus the target's logit (in float64: the row's sum of exps is
+    # in the row's dtype, its log and the difference are not)
     for r in range(start, stop):
         s = S[r]
         _add_sparse_product(s, indptr, indices, values, W, r)
         m = _row_max(s)
-        lse = m + math.log(_exp_shifted_sum(s, m))
-        loss[r] = min(lse - s[targets[r]], -math.log(MIN_PROBABILITY))
+        lse = float(m) + math.log(_exp_shifted_sum(s, m))
+        loss[r] = min(lse - float(s[targets[r]]), _MAX_LOSS)
 
 
 @njit(nogil=True, cache=True)
 def _softmax_gradient_rows(S, targets, indptr, indices, values, W, loss, start, stop):
-    # the row becomes p - onehot(target), as the reference's e / sum(e) then -1 at the target
+    # the row becomes p - onehot(target), as the reference's e / sum(e) then -1 at the target;
+    # the loss is taken from the logits before they are overwritten, as in the loss-only rows
     for r in range(start, stop):
         s = S[r]
         _add_sparse_product(s, indptr, indices, values, W, r)
         m = _row_max(s)
-        _exp_shifted_inplace(s, m)
-        inv = 1.0 / _row_sum(s)
-        _scale_inplace(s, inv)
         t = targets[r]
-        loss[r] = -math.log(max(s[t], MIN_PROBABILITY))
-        s[t] -= 1.0
+        target_logit = float(s[t])
+        _exp_shifted_inplace(s, m)
+        total = _row_sum(s)
+        loss[r] = min(float(m) + math.log(total) - target_logit, _MAX_LOSS)
+        _reciprocal_scale_inplace(s, total)
+        s[t] -= 1
 
 
 def softmax_cross_entropy_rows(S, targets, gradient=False, sparse=None):
-    """Per-row cross-entropy of logits S (n, V) float64 against targets (n,): returns the
-    losses (n,) ``-log max(p_t, 1e-300)``, p = softmax of the row.
+    """Per-row cross-entropy of logits S (n, V), float32 or float64, against targets (n,):
+    returns the float64 losses (n,) ``-log max(p_t, 1e-300)``, p = softmax of the row, computed
+    as ``min(logsumexp(row) - row[t], -log 1e-300)``. The exps and their sum are in S's dtype.
 
     ``sparse`` (optional): ``(indptr, indices, values, W)``, a CSR matrix A (n, k) and weights
     W (k, V); the logits are then ``S + A @ W`` and S is overwritten with them. With
@@ -381,7 +485,8 @@ def softmax_cross_entropy_rows(S, targets, gradient=False, sparse=None):
         S = np.ascontiguousarray(S)
     if sparse is None:
         indptr = np.zeros(S.shape[0] + 1, dtype=np.int64)
-        indices, values, W = np.zeros(0, np.int64), np.zeros(0), np.zeros((1, S.shape[1]))
+        indices = np.zeros(0, np.int64)
+        values, W = np.zeros(0, S.dtype), np.zeros((1, S.shape[1]), S.dtype)
     else:
         indptr, indices, values, W = sparse
         indptr = np.ascontiguousarray(indptr, dtype=np.int64)
@@ -429,12 +534,17 @@ def _split_rows(Z, dense_cols, sparse_cols, dense, indptr, indices, values, star
                 q += 1
 
 
-def split_columns(Z):
+def split_columns(Z, dtype=np.float64):
     """Z (M, k) float64 split for ``softmax_cross_entropy_rows`` by ``sparse_column_mask``:
     returns ``(dense_cols, dense, sparse_cols, (indptr, indices, values))``, ``dense = Z[:,
     dense_cols]`` (C-contiguous) for BLAS and ``Z[:, sparse_cols]`` as a CSR matrix (indices
-    count within ``sparse_cols``), so ``Z @ W = dense @ W[dense_cols] + csr @ W[sparse_cols]``."""
+    count within ``sparse_cols``), so ``Z @ W = dense @ W[dense_cols] + csr @ W[sparse_cols]``.
+    ``dense`` and ``values`` are in ``dtype`` (float64 or float32: the precision of the
+    passes)."""
     Z = np.ascontiguousarray(_float64_matrix("split_columns", "Z", Z, 2))
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"split_columns: dtype must be float32 or float64, got {dtype}")
     mask = sparse_column_mask(Z)
     dense_cols = np.flatnonzero(~mask).astype(np.int64)
     sparse_cols = np.flatnonzero(mask).astype(np.int64)
@@ -444,20 +554,20 @@ def split_columns(Z):
                M * len(sparse_cols))
     indptr = np.zeros(M + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    dense = large_empty((M, len(dense_cols)))
+    dense = large_empty((M, len(dense_cols)), dtype)
     indices = np.empty(indptr[-1], dtype=np.int64)
-    values = np.empty(indptr[-1])
+    values = np.empty(indptr[-1], dtype=dtype)
     launch.run(launch.ROWS, _split_rows,
                (Z, dense_cols, sparse_cols, dense, indptr, indices, values), M, Z.size)
     return dense_cols, dense, sparse_cols, (indptr, indices, values)
 
 
 def check_listed_products(D, W, indptr, cols):
-    """D float64 (n, V), W float64 (k, V); indptr (n + 1,) non-decreasing from 0 and cols
-    (indptr[-1],) in [0, k): the columns listed for each row."""
+    """D float32 or float64 (n, V), W (k, V) of D's dtype; indptr (n + 1,) non-decreasing from
+    0 and cols (indptr[-1],) in [0, k): the columns listed for each row."""
     op = "listed_products"
-    D = _float64_matrix(op, "D", D, 2)
-    W = _float64_matrix(op, "W", W, 2)
+    D = _float_matrix(op, "D", D, 2)
+    W = _float_matrix(op, "W", W, 2, D.dtype)
     if W.shape[1] != D.shape[1]:
         raise ValueError(f"{op}: W {W.shape} must have {D.shape[1]} columns, as D")
     indptr, cols = np.asarray(indptr), np.asarray(cols)
@@ -474,7 +584,7 @@ def check_listed_products(D, W, indptr, cols):
 
 @njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 def _dot(a, b):
-    total = 0.0
+    total = _in_dtype_of(a, 0.0)
     for j in range(a.shape[0]):
         total += a[j] * b[j]
     return total
@@ -488,7 +598,7 @@ def _listed_products_rows(D, W, indptr, cols, out, start, stop):
 
 
 def listed_products(D, W, indptr, cols):
-    """``out = D @ W.T`` (n, k) float64 at the listed entries only (row r: columns
+    """``out = D @ W.T`` (n, k), D's dtype, at the listed entries only (row r: columns
     ``cols[indptr[r]:indptr[r + 1]]``), zero elsewhere. The solve needs ``dL/dh`` only where
     some input of the block window is non-zero (the criterion multiplies it by those inputs):
     ~9 of 36 columns with cipher vectors, a quarter of BLAS's dense product."""
@@ -496,7 +606,7 @@ def listed_products(D, W, indptr, cols):
     D, W = np.ascontiguousarray(D), np.ascontiguousarray(W)
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     cols = np.ascontiguousarray(cols, dtype=np.int64)
-    out = np.zeros((D.shape[0], W.shape[0]))
+    out = np.zeros((D.shape[0], W.shape[0]), dtype=D.dtype)
     launch.run(launch.ROWS, _listed_products_rows, (D, W, indptr, cols, out),
                D.shape[0], len(cols) * D.shape[1])
     return out
