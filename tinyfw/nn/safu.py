@@ -361,16 +361,17 @@ class SAFULanguageModel(Module):
         return out
 
     @no_grad()
-    def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None):
+    def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None):
         """Extend ids (B, T) by ``max_new_tokens`` sampled tokens, one step at a time from the
-        carried state (no context limit)."""
+        carried state (no context limit); ``temperature``, ``top_k`` and ``top_p`` filter as in
+        :func:`~tinyfw.nn.sampling.sample_next`."""
         was_training = self.training
         self.eval()
         try:
             seq = ids.numpy()
             logits, state = self(ids, return_state=True)
             for _ in range(max_new_tokens):
-                nxt = sample_next(logits.numpy()[:, -1, :], temperature, top_k)
+                nxt = sample_next(logits.numpy()[:, -1, :], temperature, top_k, top_p=top_p)
                 seq = np.concatenate([seq, nxt[:, None]], axis=1)
                 logits, state = self(tensor(nxt[:, None]), state=state, return_state=True)
             return tensor(seq)
