@@ -127,3 +127,19 @@ def test_minus_infinity_logits_are_banned_tokens():
     fw_random.manual_seed(2)
     logits = np.repeat(np.array([[0.0, -np.inf, 0.0]]), 200, axis=0)
     assert 1 not in set(sample_next(logits, temperature=1.0))
+
+
+def test_safu_generate_passes_top_p_through():
+    """A nucleus smaller than any token's probability keeps only the most likely token, so
+    top_p=1e-6 generates what temperature 0 does; top_p=1 keeps the plain distribution."""
+    import tinyfw as fw
+    from tinyfw.nn.safu import SAFULanguageModel
+    fw.manual_seed(0)
+    model = SAFULanguageModel(20, 8)
+    ids = fw.tensor([[1, 2, 3]])
+    greedy = model.generate(ids, 6, temperature=0).numpy()
+    np.testing.assert_array_equal(model.generate(ids, 6, top_p=1e-6).numpy(), greedy)
+    fw_random.manual_seed(5)
+    plain = model.generate(ids, 6).numpy()
+    fw_random.manual_seed(5)
+    np.testing.assert_array_equal(model.generate(ids, 6, top_p=1.0).numpy(), plain)
