@@ -1,4 +1,5 @@
-"""The standard workloads W1-W9 of ``docs/BENCH.md``, and W10 (SAFU scaling, issue 14).
+"""The standard workloads W1-W9 of ``docs/BENCH.md``, W10 (SAFU scaling, issue 14) and W11
+(GPT-2 small against PyTorch, issue 16; in ``gpt2.py``).
 
 Every workload is a function ``w(ctx)`` that measures its cases with ``ctx.compare`` and returns
 result rows. A case has up to three implementations, timed side by side:
@@ -23,6 +24,7 @@ from .inputs import (GPT, GPT_BATCH, attention_inputs, fast_weight_inputs, gpt_i
                      gpt_train_flops)
 from .backends import (cuda_usable, kernels_without_reference, on_reference, reference_backend,
                        reference_functions, under_reference, use_backend)
+from .gpt2 import w11
 
 IMPLS = ("tinyfw", "reference", "torch")
 
@@ -888,6 +890,7 @@ WORKLOADS = {
     "W8": ("warm start vs one training epoch", w8),
     "W9": ("peak memory (RSS)", w9),
     "W10": ("SAFU scaling: SAFU mixer vs softmax attention, fwd+bwd", w10),
+    "W11": ("GPT-2 small (124M): forward on 1 x 1024 and KV-cache generation", w11),
 }
 
 __all__ = ["WORKLOADS", "Context", "NotAvailable", "GPT", "GPT_BATCH", "gpt_train_flops",
