@@ -12,6 +12,22 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ and not (
         os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi")):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
+# Under CI (the CI variable set, to anything, as in Hypothesis's own check; .ci/run sets it)
+# Hypothesis derandomises: each property test draws the same examples on every run (fixed per
+# test function and Hypothesis version), so a red CI run reproduces with
+# ``CI=1 python -m pytest ...``. Local runs keep drawing new examples, which is how property tests
+# go on finding bugs (Hypothesis replays local failures from .hypothesis/). No deadline: timings
+# are never asserted, and a shared CI machine is slow at random.
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # the property tests skip themselves without Hypothesis
+    pass
+else:
+    _hypothesis_settings.register_profile(
+        "tinyfw-ci", derandomize=True, database=None, deadline=None, print_blob=True)
+    if "CI" in os.environ:
+        _hypothesis_settings.load_profile("tinyfw-ci")
+
 
 def force_helper_threads(monkeypatch, threads=3):
     """Split every kernel call that can be split with helper threads (helper_threads.py), into up
