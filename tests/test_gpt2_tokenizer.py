@@ -134,7 +134,8 @@ SPLITS = [
     ("123abc", ["123", "abc"]),
     ("x² ٣٤ ४५", ["x", "²", " ٣٤", " ४५"]),
     ("e\u0301t\u00e9", ["e", "\u0301", "t\u00e9"]),
-    ("a\x1cb \x1c", ["a", "\x1c", "b", " \x1c"]),  # U+001C is not White_Space (str.isspace says it is)
+    # U+001C is a symbol, not White_Space (str.isspace, and so the \s of re, say it is space).
+    ("!\x1c! \x1cx", ["!\x1c!", " \x1c", "x"]),
     ("\u00a0x \u3000y", ["\u00a0", "x", " ", "\u3000", "y"]),
     ("日本語 текст", ["日本語", " текст"]),
     ("?!... --", ["?!...", " --"]),
@@ -204,6 +205,48 @@ def test_tiny_round_trip_any_text(tiny_files, text):
         assert "".join(tok.pretokenize(text)) == text
         outputs.append(ids)
     assert all(ids == outputs[0] for ids in outputs)  # the engines agree
+
+
+def reference_encode(tok, text):
+    """GPT-2's BPE by its definition, on token strings: in each chunk, merge every occurrence
+    (left to right, no overlap) of the lowest-ranked adjacent pair until none is a merge."""
+    ranks = {pair: r for r, pair in enumerate(tok.merges)}
+    ids = []
+    for chunk in tok.pretokenize(text):
+        word = [B2U[b] for b in chunk.encode("utf-8")]
+        while len(word) > 1:
+            known = [p for p in zip(word, word[1:]) if p in ranks]
+            if not known:
+                break
+            best = min(known, key=ranks.get)
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            word = out
+        ids += [tok.token_to_id(t) for t in word]
+    return ids
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(text=st.text(st.sampled_from("thenaidslDONbcx'é \n"), max_size=80))
+def test_tiny_merges_follow_the_definition(tiny_files, text):
+    for tok in tiny_tokenizers(tiny_files):
+        assert tok.encode(text, allowed_special=()) == reference_encode(tok, text)
+
+
+def test_merges_of_one_rank_all_apply_before_the_pairs_they_create():
+    # ('ab', 'a') ranks before ('a', 'b'), the merge that makes 'ab': "abab" first becomes
+    # ab ab (every ('a', 'b') at once), and then no ('ab', 'a') pair is left.
+    tokens = [B2U[b] for b in range(256)] + ["ab", "aba"]
+    tok = GPT2Tokenizer({t: i for i, t in enumerate(tokens)}, [("ab", "a"), ("a", "b")])
+    assert tok.encode("abab") == ids_of(tok, "ab", "ab") == reference_encode(tok, "abab")
+    assert tok.encode("aba") == ids_of(tok, "aba")
+    assert tok.encode("ababa") == ids_of(tok, "ab", "aba") == reference_encode(tok, "ababa")
 
 
 def test_decode_of_a_split_character_gives_replacement_and_bytes(tiny):
@@ -527,6 +570,14 @@ def test_gpt2_decode_parity_on_random_ids(gpt2, ids):
     """Arbitrary ids can split characters: both replace the broken bytes the same way."""
     ours, hf, _ = gpt2
     assert ours["re"].decode(ids) == hf.decode(ids)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(text=st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzAEIOU"), min_size=1, max_size=600))
+def test_gpt2_long_chunks_follow_the_definition(gpt2, text):
+    """Long runs of letters are one chunk each: many merges, many ranks."""
+    ours, hf, _ = gpt2
+    assert ours["re"].encode(text) == reference_encode(ours["re"], text)
 
 
 def test_gpt2_parity_on_tiny_shakespeare(gpt2):

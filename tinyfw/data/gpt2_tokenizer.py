@@ -37,6 +37,7 @@ the ``re`` engine.
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 import re
 from pathlib import Path
@@ -323,7 +324,7 @@ class GPT2Tokenizer(Tokenizer):
                             f"{type(merges).__name__}")
         merges = list(merges)
         ranks: dict[tuple[int, int], int] = {}
-        merged: dict[tuple[int, int], int] = {}
+        by_rank: list[tuple[int, int, int]] = []
         pairs: list[tuple[str, str]] = []
         for r, m in enumerate(merges):
             if (not isinstance(m, (tuple, list)) or len(m) != 2
@@ -341,7 +342,7 @@ class GPT2Tokenizer(Tokenizer):
                 raise ValueError(f"{op}: {merge_where(r)}: the merge {a!r} {b!r} repeats "
                                  f"{merge_where(ranks[pair])}")
             ranks[pair] = r
-            merged[pair] = encoder[a + b]
+            by_rank.append((pair[0], pair[1], encoder[a + b]))
             pairs.append((a, b))
 
         self._tokens: list[str] = tokens
@@ -350,7 +351,7 @@ class GPT2Tokenizer(Tokenizer):
         self._byte_ids: list[int] = [encoder[byte_char[b]] for b in range(256)]
         self.merges: list[tuple[str, str]] = pairs
         self._ranks = ranks      # (id, id) -> rank: lower merges earlier
-        self._merged = merged    # (id, id) -> id of the merged token
+        self._by_rank = by_rank  # rank -> (left id, right id, id of the merged token)
         self._specials: dict[str, int] = {t: encoder[t] for t in specials}
         self._special_patterns: dict[tuple[str, ...], re.Pattern] = {}
         self._pattern = _compiled_pattern(self.engine)
@@ -439,27 +440,51 @@ class GPT2Tokenizer(Tokenizer):
         return self._pattern.findall(text)
 
     def _bpe(self, chunk: str) -> list[int]:
-        """The ids of one chunk: its byte tokens, merged in rank order."""
-        ids = [self._byte_ids[b] for b in chunk.encode("utf-8")]
-        ranks, merged = self._ranks, self._merged
-        never = len(ranks)  # a rank no merge has
-        while len(ids) > 1:
-            pair = min(zip(ids, ids[1:]), key=lambda p: ranks.get(p, never))
-            if pair not in ranks:
-                break
-            a, b = pair
-            new_id = merged[pair]
-            out = []
-            i, n = 0, len(ids)
-            while i < n:
-                if i + 1 < n and ids[i] == a and ids[i + 1] == b:
-                    out.append(new_id)
-                    i += 2
-                else:
-                    out.append(ids[i])
-                    i += 1
-            ids = out
-        return ids
+        """The ids of one chunk: its byte tokens, merged in rank order.
+
+        The definition: merge every occurrence (left to right, without overlap) of the
+        lowest-ranked adjacent pair, and repeat until no adjacent pair is a merge. It runs in
+        O(n log n) for a chunk of n bytes: the symbols form a linked list (``after`` /
+        ``before``; a merged-away symbol becomes -1) and a heap holds (rank, position) of the
+        adjacent pairs that are merges. All entries of the lowest rank are taken off the heap
+        together, in position order, before any pair they create is considered; an entry whose
+        pair has changed since it was pushed is skipped.
+        """
+        symbols = [self._byte_ids[b] for b in chunk.encode("utf-8")]
+        n = len(symbols)
+        if n < 2:
+            return symbols
+        rank_of, by_rank = self._ranks.get, self._by_rank
+        after = list(range(1, n + 1))
+        after[-1] = -1
+        before = list(range(-1, n - 1))
+        heap = [(r, i) for i, pair in enumerate(zip(symbols, symbols[1:]))
+                if (r := rank_of(pair)) is not None]
+        heapq.heapify(heap)
+        while heap:
+            rank = heap[0][0]
+            a, b, merged = by_rank[rank]
+            positions = []
+            while heap and heap[0][0] == rank:
+                positions.append(heapq.heappop(heap)[1])
+            for i in positions:
+                j = after[i]
+                if symbols[i] != a or j < 0 or symbols[j] != b:
+                    continue  # stale: a merge since the push changed this pair
+                symbols[i], symbols[j] = merged, -1
+                k = after[j]
+                after[i] = k
+                if k >= 0:
+                    before[k] = i
+                    r = rank_of((merged, symbols[k]))
+                    if r is not None:
+                        heapq.heappush(heap, (r, i))
+                h = before[i]
+                if h >= 0:
+                    r = rank_of((symbols[h], merged))
+                    if r is not None:
+                        heapq.heappush(heap, (r, h))
+        return [s for s in symbols if s >= 0]
 
     def _encode_ordinary(self, text: str, out: list[int]) -> None:
         cache = self._cache
