@@ -554,10 +554,25 @@ def test_layer_gradcheck(feature_map, update):
     layer = _layer(feature_map, update)
     x = t(np.random.default_rng(21).standard_normal((1, 4, 8)), True)
     assert fw.gradcheck(lambda x: layer(x), (x,))
-    # parameters get gradients of the right shape
-    layer(x).sum().backward()
-    for name, p in layer.named_parameters():
-        assert p.grad is not None and p.grad.shape == p.shape, name
+
+
+@pytest.mark.parametrize("feature_map, update", LAYER_CONFIGS)
+def test_layer_parameter_gradcheck(feature_map, update):
+    """Every parameter's gradient by value (qkv, beta, proj with their biases), on a layer small
+    enough (D = 4, two heads) that the finite differences over all of them stay cheap."""
+    fw.manual_seed(0)
+    layer = FastWeightAttention(4, 2, feature_map=feature_map, nu=1, update=update,
+                                dtype=np.float64)
+    layer.eval()      # FAVOR+ keeps its projection fixed in eval mode
+    rng = np.random.default_rng(23)
+    for p in layer.parameters():           # O(1) weights: gradients well above the tolerance
+        p.data = rng.normal(0.0, 0.5, p.shape)
+    names = [name for name, _ in layer.named_parameters()]
+    assert ("beta.weight" in names) == (update == "delta") and "proj.bias" in names
+    x = t(rng.standard_normal((2, 3, 4)))
+    w = t(rng.standard_normal((2, 3, 4)))
+    params = list(layer.parameters())
+    assert fw.gradcheck(lambda *_: (layer(x) * w).sum(), params)
 
 
 def test_layer_favor_redraws_in_training_only():
