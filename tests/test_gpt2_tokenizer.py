@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinyfw.data import GPT2Tokenizer, shared_data_path
+from tinyfw.data import GPT2Tokenizer, Tokenizer, load_tokenizer, shared_data_path
 from tinyfw.data import gpt2_tokenizer as g2
 from tinyfw.data.gpt2_tokenizer import ENDOFTEXT, bytes_to_unicode
 from tinyfw.data.unicode_classes import (
@@ -286,7 +286,9 @@ def test_save_and_from_dict_and_save_pretrained_round_trip(tiny, tmp_path):
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["merges.txt", "vocab.json"]
     again = GPT2Tokenizer.from_pretrained(tmp_path / "hf")
     assert again.merges == tiny.merges and again.encode(text) == tiny.encode(text)
-    with pytest.raises(ValueError, match="'kind' field is 'bpe'"):
+    assert load_tokenizer(path).encode(text) == tiny.encode(text)
+    assert Tokenizer.from_dict(tiny.to_dict()).merges == tiny.merges
+    with pytest.raises(ValueError, match="describes a 'bpe' tokenizer, not a 'gpt2' one"):
         GPT2Tokenizer.from_dict({**tiny.to_dict(), "kind": "bpe"})
     with pytest.raises(ValueError, match="corrupt"):
         GPT2Tokenizer.from_dict({k: v for k, v in tiny.to_dict().items() if k != "merges"})

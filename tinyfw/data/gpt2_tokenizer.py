@@ -43,7 +43,7 @@ import re
 from pathlib import Path
 
 from ..fileio import atomic_write
-from .tokenizers import TOKENIZER_FORMAT, TOKENIZER_VERSION, Tokenizer, _check_ids, _check_text
+from .tokenizers import _KINDS, Tokenizer, _check_ids, _check_text
 from .unicode_classes import WHITE_SPACE_RANGES, class_body, letter_ranges, number_ranges
 
 __all__ = [
@@ -228,6 +228,10 @@ class GPT2Tokenizer(Tokenizer):
     token. ``special_tokens``: the tokens that are cut out of the text before pre-tokenizing;
     None means ``<|endoftext|>`` when the vocabulary has it. ``engine``: the pattern engine,
     'auto' | 'regex' | 're'.
+
+    Saving: ``save(path)`` / ``load_tokenizer(path)`` and ``to_dict`` / ``Tokenizer.from_dict``
+    as for the other tokenizers (the whole vocabulary and merges: about 1.5 MB of JSON for
+    GPT-2); ``save_pretrained(folder)`` writes ``vocab.json`` and ``merges.txt``.
     """
 
     kind = "gpt2"
@@ -596,22 +600,10 @@ class GPT2Tokenizer(Tokenizer):
             encoder[t] = i
         return cls(encoder, [tuple(m.split(" ")) for m in merges], special_tokens=specials)
 
-    @classmethod
-    def from_dict(cls, d) -> "GPT2Tokenizer":
-        """Rebuild from ``to_dict`` output (``save`` writes it as JSON); malformed input ->
-        ValueError."""
-        if not isinstance(d, dict):
-            raise ValueError(f"GPT2Tokenizer.from_dict: expected a dict, got {type(d).__name__}")
-        for field, expected in (("format", TOKENIZER_FORMAT), ("version", TOKENIZER_VERSION),
-                                ("kind", cls.kind)):
-            if d.get(field) != expected:
-                raise ValueError(f"GPT2Tokenizer.from_dict: the {field!r} field is "
-                                 f"{d.get(field)!r}, expected {expected!r}")
-        try:
-            return cls._from_payload(d)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"GPT2Tokenizer.from_dict: corrupt tokenizer data "
-                             f"({type(exc).__name__}: {exc})") from None
-
     def __repr__(self) -> str:
         return f"GPT2Tokenizer(vocab_size={self.vocab_size}, engine={self.engine!r})"
+
+
+# Saved GPT-2 tokenizers (Tokenizer.save, checkpoints) load back through Tokenizer.from_dict and
+# load_tokenizer, which look the kind up in this registry of the tokenizers module.
+_KINDS[GPT2Tokenizer.kind] = GPT2Tokenizer
