@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinyfw.data import GPT2Tokenizer, Tokenizer, load_tokenizer, shared_data_path
+from tinyfw.data import GPT2Tokenizer, Tokenizer, build_tokenizer, load_tokenizer, shared_data_path
 from tinyfw.data import gpt2_tokenizer as g2
 from tinyfw.data.gpt2_tokenizer import ENDOFTEXT, bytes_to_unicode
 from tinyfw.data.unicode_classes import (
@@ -292,6 +292,11 @@ def test_save_and_from_dict_and_save_pretrained_round_trip(tiny, tmp_path):
         GPT2Tokenizer.from_dict({**tiny.to_dict(), "kind": "bpe"})
     with pytest.raises(ValueError, match="corrupt"):
         GPT2Tokenizer.from_dict({k: v for k, v in tiny.to_dict().items() if k != "merges"})
+
+
+def test_build_tokenizer_gpt2_says_to_load_the_files():
+    with pytest.raises(ValueError, match="GPT2Tokenizer.train: .*from_files"):
+        build_tokenizer("gpt2", "some text")
 
 
 def test_engine_choice_and_errors(tiny_files, monkeypatch):

@@ -280,6 +280,16 @@ class GPT2Tokenizer(Tokenizer):
                                special_tokens, engine)
 
     @classmethod
+    def train(cls, text, **options):
+        """Not available: GPT-2's merges are OpenAI's, read with ``from_files`` /
+        ``from_pretrained`` (``build_tokenizer('gpt2', ...)`` ends here)."""
+        raise ValueError(
+            "GPT2Tokenizer.train: the GPT-2 tokenizer is not trained here; read OpenAI's "
+            "vocabulary with GPT2Tokenizer.from_files(encoder_json, vocab_bpe) or "
+            "GPT2Tokenizer.from_pretrained(folder), or train a 'bpe' tokenizer"
+        )
+
+    @classmethod
     def _from_paths(cls, op, vocab_path, merges_path, special_tokens, engine):
         encoder = _read_encoder(op, vocab_path)
         merges, line_numbers = _read_merges(op, merges_path)
