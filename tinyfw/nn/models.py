@@ -179,9 +179,10 @@ class LanguageModel(Module):
     def from_pretrained(cls, path, dtype=float32, dropout=0.0):
         """The GPT-2 in ``path``, a folder in Hugging Face's ``GPT2LMHeadModel`` layout
         (``config.json`` + ``model.safetensors``), with weights of ``dtype`` (float32 or float64)
-        and ``dropout`` for fine-tuning. Nothing is downloaded. The folder is checked whole
-        before the model is built: a missing file or tensor, another architecture or a shape
-        that disagrees with the config raises an error naming the file and the key.
+        and ``dropout`` for fine-tuning; on the CPU (``.to("cuda")`` moves it) and in eval mode.
+        Nothing is downloaded. The folder is checked whole before the model is built: a missing
+        file or tensor, another architecture or a shape that disagrees with the config raises an
+        error naming the file and the key.
         """
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
