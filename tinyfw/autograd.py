@@ -373,6 +373,9 @@ def _initial_grad(tensor, gradient, where):
                 f"{where}: grad can be implicitly created only for scalar outputs; this output "
                 f"has shape {tuple(tensor.shape)}: pass a gradient of that shape")
         return backend.full(tensor.shape, 1.0, tensor.dtype)
+    if isinstance(gradient, Tensor) and gradient.device != tensor.device:
+        raise ValueError(f"{where}: gradient is on {gradient.device} but the output is on "
+                         f"{tensor.device}; move it with .to({tensor.device!r}) first")
     g = gradient.data if isinstance(gradient, Tensor) else backend.from_numpy(gradient)
     if tuple(g.shape) != tuple(tensor.shape):
         raise ValueError(f"{where}: gradient has shape {tuple(g.shape)} but the output has "

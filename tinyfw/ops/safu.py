@@ -11,6 +11,7 @@ instead of the nine that the pieces above make of it.
 import numpy as np
 
 from ..autograd import Function, backend_iadd
+from ..backend import device_of_array
 from ..tensor import Tensor, zeros
 from .shape import cat, index
 
@@ -37,6 +38,16 @@ def _check_tensor(op, name, t):
         raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     if t.dtype.kind != "f":
         raise TypeError(f"{op}: {name} must be floating point, got {t.dtype}")
+
+
+def _check_device(op, name, value, x):
+    """A constant passed as raw data (no graph, so ``Function.apply`` never sees its device)
+    must be on x's device: the kernels would otherwise read host memory from the device or the
+    other way round."""
+    device = value.device if isinstance(value, Tensor) else device_of_array(value)
+    if device != x.device:
+        raise ValueError(f"{op}: {name} is on {device} but x is on {x.device}; move it with "
+                         f".to({x.device!r}) first")
 
 
 def safu_block_attention(x, q, block):
@@ -85,6 +96,7 @@ def running_mean(x, prev_sum=None, prev_count=0):
         raise ValueError(f"running_mean: prev_count must be an int >= 0, got {prev_count!r}")
     raw_sum = None
     if prev_sum is not None:
+        _check_device("running_mean", "prev_sum", prev_sum, x)
         raw_sum = prev_sum.data if isinstance(prev_sum, Tensor) else prev_sum
         if tuple(raw_sum.shape) != (x.shape[0], x.shape[2]):
             raise ValueError(f"running_mean: prev_sum must be (B, D) = {(x.shape[0], x.shape[2])}"
@@ -109,6 +121,7 @@ def radial_context(x, radial, past=None):
     pad = radial - 1
     pieces = []
     if past is not None and past.shape[1] > 0:
+        _check_device("radial_context", "past", past, x)
         if past.ndim != 3 or past.shape[0] != B or past.shape[2] != D:
             raise ValueError(f"radial_context: past must be (B, P, D) with B={B}, D={D}, got "
                              f"{past.shape}")
@@ -199,6 +212,7 @@ def safu_contexts(x, w_a, block, radial, use_document, scale=1.0, past=None, pre
         w_a = None
     raw_past = None
     if past is not None:
+        _check_device(op, "past", past, x)
         raw_past = past.data if isinstance(past, Tensor) else past
         if raw_past.ndim != 3 or raw_past.shape[0] != B or raw_past.shape[2] != D:
             raise ValueError(f"{op}: past must be (B, P, D) with B={B}, D={D}, got "
@@ -207,6 +221,7 @@ def safu_contexts(x, w_a, block, radial, use_document, scale=1.0, past=None, pre
         raw_past = raw_past[:, raw_past.shape[1] - keep:] if keep else None
     raw_sum = None
     if use_document and prev_sum is not None:
+        _check_device(op, "prev_sum", prev_sum, x)
         raw_sum = prev_sum.data if isinstance(prev_sum, Tensor) else prev_sum
         if tuple(raw_sum.shape) != (B, D):
             raise ValueError(f"{op}: prev_sum must be (B, D) = {(B, D)} for x {x.shape}, got "

@@ -37,6 +37,7 @@ class Adam(Optimizer):
                         "exp_avg": be.zeros(p.shape, p.dtype),
                         "exp_avg_sq": be.zeros(p.shape, p.dtype),
                     }
+                self._check_devices(p, state)
                 state["step"] += 1
                 p.data = be.contiguous(p.data)  # the kernel updates a flat view in place
                 be.adam_step(p.data, be.contiguous(p.grad.data), state["exp_avg"],

@@ -96,6 +96,20 @@ class Optimizer:
     def step(self):
         raise NotImplementedError
 
+    def _check_devices(self, p, state):
+        """ValueError unless p's gradient and state arrays are on p's device (a parameter
+        moved after its optimizer state was made, or a gradient set by hand on another one)."""
+        where = f"{type(self).__name__}.step"
+        if p.grad.device != p.device:
+            raise ValueError(f"{where}: a parameter of shape {p.shape} is on {p.device} but its "
+                             f"gradient is on {p.grad.device}")
+        for name, v in state.items():
+            if not isinstance(v, (int, float, np.generic)) and _device(v) != p.device:
+                raise ValueError(f"{where}: the state {name!r} of a parameter of shape {p.shape} "
+                                 f"is on {_device(v)} but the parameter is on {p.device}; "
+                                 "move the model before creating the optimizer or loading "
+                                 "its state")
+
 
 def _device(array):
     from ..backend import device_of_array

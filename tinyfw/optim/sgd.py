@@ -25,6 +25,7 @@ class SGD(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                self._check_devices(p, self.state.get(id(p), {}))
                 be = backend_for(p.device)
                 g = p.grad.data
                 if wd:
