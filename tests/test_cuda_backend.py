@@ -401,9 +401,11 @@ def test_getitem_with_device_ids_and_bounds_errors():
     with pytest.raises(IndexError, match="getitem: an index is out of bounds for axis 0 with "
                                          "size 5"):
         G.getitem(dev(x), dev(np.array([0, 5])))
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match=r"getitem: index for shape \(5, 3\): index 3 is out of "
+                                         "bounds for axis 1 with size 3"):
         G.getitem(dev(x), (slice(None), np.array([3])))
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match=r"getitem: index 7 for shape \(5, 3\): index 7 is out "
+                                         "of bounds for axis 0 with size 5"):
         G.getitem(dev(x), 7)
 
 

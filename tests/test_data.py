@@ -62,13 +62,14 @@ def test_read_text_errors(tmp_path):
     bad.write_bytes("caf".encode() + "é!".encode("latin-1"))
     with pytest.raises(ValueError, match=r"not valid UTF-8: byte offset 3 \(b'\\xe9'"):
         read_text(bad)
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(IsADirectoryError, match="read_text: .* is a directory, not a text file"):
         read_text(tmp_path)
 
 
 def test_shared_data_path(tmp_path, monkeypatch):
     assert shared_data_path("no_such_file_anywhere_0123.txt") is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="shared_data_path: expected a relative file name, "
+                                         "got ''"):
         shared_data_path("")
     # found relative to the current directory: <cwd>/../shared/data/<name>
     (tmp_path / "shared" / "data").mkdir(parents=True)

@@ -70,8 +70,15 @@ def test_module_list_and_sequential():
     layers = nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])
     assert len(layers) == 3 and len(list(layers.parameters())) == 6
     seq = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1))
-    assert seq(fw.zeros(5, 2)).shape == (5, 1)
-    with pytest.raises(IndexError):
+    x = fw.randn(5, 2)
+    y = seq(x)
+    assert y.shape == (5, 1)
+    first, last = seq[0], seq[2]
+    hidden = np.maximum(x.numpy() @ first.weight.numpy().T + first.bias.numpy(), 0)
+    np.testing.assert_allclose(y.numpy(), hidden @ last.weight.numpy().T + last.bias.numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert layers[-1] is list(layers)[2]
+    with pytest.raises(IndexError, match="ModuleList index 3 out of range for 3 modules"):
         layers[3]
 
 

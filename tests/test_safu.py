@@ -166,6 +166,46 @@ def test_gradcheck_running_mean_and_radial():
     assert fw.gradcheck(lambda x_: radial_context(x_, 3, past), (t64(x),))
 
 
+def cross_entropy_np(logits, targets):
+    """Mean -log softmax(logits)[target] over all positions, in NumPy."""
+    z = logits - logits.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return -np.take_along_axis(logp, targets[..., None], -1).mean()
+
+
+def assert_greedy(model, prompt, out):
+    """``out`` continues ``prompt`` and each new token is the argmax of the model's logits."""
+    seq = out.numpy()
+    np.testing.assert_array_equal(seq[:, :prompt.shape[1]], prompt.numpy())
+    for t in range(prompt.shape[1], seq.shape[1]):
+        logits = model(fw.tensor(seq[:, :t]))
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        np.testing.assert_array_equal(seq[:, t], logits.numpy()[:, -1].argmax(-1))
+
+
+def assert_directional_derivative(loss_fn, params, eps=1e-6):
+    """The gradients of ``loss_fn()`` (float64) along one random direction over all ``params``
+    equal the central difference of the loss along it: every parameter's gradient by value
+    in two forwards."""
+    rng = np.random.default_rng(11)
+    directions = [rng.standard_normal(p.shape) for p in params]
+    for p in params:
+        p.grad = None
+    loss_fn().backward()
+    analytical = sum(float((p.grad.numpy() * d).sum()) for p, d in zip(params, directions))
+    base = [p.numpy().copy() for p in params]
+    losses = []
+    for sign in (1.0, -1.0):
+        for p, b, d in zip(params, base, directions):
+            p.data = b + sign * eps * d
+        with fw.no_grad():
+            losses.append(loss_fn().item())
+    for p, b in zip(params, base):
+        p.data = b
+    numerical = (losses[0] - losses[1]) / (2 * eps)
+    assert analytical == pytest.approx(numerical, rel=1e-5, abs=1e-9)
+
+
 def gradcheck_parameter(module, name, call):
     """gradcheck of ``call()`` w.r.t. the parameter ``name`` of ``module`` (swapped for a leaf).
 
@@ -295,15 +335,19 @@ def test_safu_language_model_forward_state_and_generate():
     ids = fw.tensor(np.random.default_rng(1).integers(0, V, (2, 7)))
     logits, loss = lm(ids, ids)
     assert logits.shape == (2, 7, V) and loss.shape == ()
+    assert loss.item() == pytest.approx(cross_entropy_np(logits.numpy(), ids.numpy()), rel=1e-12)
     loss.backward()
     assert lm.emb.weight.grad is None                 # frozen by default
-    assert all(p.grad is not None for n, p in lm.named_parameters() if n != "emb.weight")
+    trained = [p for n, p in lm.named_parameters() if n != "emb.weight"]
+    assert len(trained) == 4                          # w_a and w_o of each of the two layers
+    assert_directional_derivative(lambda: lm(ids, ids)[1], trained)
     first, state = lm(ids[:, :4], return_state=True)
     rest, _ = lm(ids[:, 4:], state=state, return_state=True)
     np.testing.assert_allclose(np.concatenate([first.numpy(), rest.numpy()], 1),
                                logits.numpy(), atol=1e-10)
     out = lm.generate(ids[:, :2], 4, temperature=0)
     assert out.shape == (2, 6)
+    assert_greedy(lm, ids[:, :2], out)
     # layer 2's input: [token vector ; expected token vector of layer 1's prediction]
     x2 = lm.layer_inputs(ids, 1).numpy()
     assert x2.shape == (2, 7, 2 * D) and x2.min() >= 0
@@ -318,18 +362,24 @@ def test_safu_language_model_forward_state_and_generate():
 
 
 def test_mixer_in_language_model():
-    pytest.importorskip("tinyfw.nn.normalization")
     from tinyfw.nn.models import LanguageModel, ModelConfig
     fw.manual_seed(0)
     cfg = ModelConfig(vocab_size=20, context_length=16, n_layers=2, n_heads=2, d_model=8,
                       mixer="safu", mixer_options=dict(block=4, radial=2))
-    model = LanguageModel(cfg)
+    model = LanguageModel(cfg).double()
     ids = fw.randint(0, 20, (2, 10))
     logits, loss = model(ids, ids)
     assert logits.shape == (2, 10, 20)
-    loss.backward()
-    assert model.blocks[0].mixer.w_a.grad is not None
-    assert model.generate(ids[:, :3], 4).shape == (2, 7)
+    assert loss.item() == pytest.approx(cross_entropy_np(logits.numpy(), ids.numpy()), rel=1e-12)
+    # W_A's gradient by value, through both blocks, the final norm and the head
+    for name in ("blocks.0.mixer.w_a", "blocks.1.mixer.w_a"):
+        assert gradcheck_parameter(model, name, lambda: model(ids[:, :5], ids[:, :5])[1])
+    out = model.generate(ids[:, :3], 4, temperature=0)
+    assert out.shape == (2, 7)
+    assert_greedy(model, ids[:, :3], out)
+    # top_k=1 keeps only the most likely token: sampling at any temperature is greedy decoding
+    np.testing.assert_array_equal(model.generate(ids[:, :3], 4, temperature=5.0,
+                                                 top_k=1).numpy(), out.numpy())
 
 
 # -------------------------------------------------------------------------------- bad input

@@ -79,7 +79,8 @@ def test_char_errors():
         tok.decode([0, -1])
     with pytest.raises(ValueError, match=r"outside \[0, 2\).*2 at position 0"):
         tok.decode([2])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="CharTokenizer.decode: expected a sequence of ints, got "
+                                        "str"):
         tok.decode("ab")
     with pytest.raises(ValueError, match="duplicate"):
         CharTokenizer(["a", "a"])

@@ -223,7 +223,11 @@ def tensor(data, dtype=None, requires_grad=False, device="cpu"):
     if isinstance(data, np.ndarray):
         array = data
     else:
-        array = np.array(data)
+        try:
+            array = np.array(data)
+        except ValueError as e:            # NumPy refuses ragged nested lists itself
+            raise TypeError(f"tensor: cannot make a tensor from {type(data).__name__} data "
+                            f"(ragged lists or non-numeric values?): {e}") from None
         if array.dtype.kind == "f" and dtype is None:
             array = array.astype(_default_dtype)
         if array.dtype == object:
