@@ -22,16 +22,18 @@ steps:
 * ``full``: the pretrained model, every parameter trained (full fine-tuning);
 * ``lora r=R`` (``--ranks``, default 4): the pretrained model frozen, with rank-R adapters
   (``tinyfw.nn.apply_lora``, alpha = R) on every Linear of the model (attention qkv and output,
-  MLP in and out of every block, and the output layer); only the adapters train. After training the adapters are merged into the
-  weights and the validation loss is measured again (it must not change: merge is exact up to
-  rounding; the largest difference is reported).
+  MLP in and out of every block, and the output layer); only the adapters train. After
+  training the adapters are merged into the weights and the validation loss is measured again
+  (it must not change: merge is exact up to rounding; the largest difference is reported).
 
 **Part 2, the lights task** (``demos/lights.py``'s generated commands and its held-out phrasings,
 imported from there): ON / OFF / NOTHING from the bytes of a command, with a
 ``tinyfw.nn.SequenceClassifier`` (last-token pooling, a new Linear from width 64 to 3 classes)
 over the language model, every parameter trained with Adam, against the same classifier over a
 randomly initialised language model, for several numbers of training commands (nested per seed,
-as in lights.py). Held-out accuracy on the fixed held-out commands.
+as in lights.py). Held-out accuracy on the fixed held-out commands. ``--lights-arms scratch
+pretrained gradual`` adds ULMFiT's gradual unfreezing (``tinyfw.nn.GradualUnfreezing``: the
+classifier and the final norm first, one more group down every ``steps / (2 groups)`` steps).
 
 The spread over ``--seeds`` seeds is the spread of the fine-tuning runs (initialisation of the
 new weights, batch order) around the one pretrained model; it does not include the variation of
@@ -48,6 +50,7 @@ import platform
 import sys
 import time
 
+import numba
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,6 +66,9 @@ NAME = "lora_finetune"
 LORA_LAYERS = ["blocks.*.mixer.qkv", "blocks.*.mixer.proj", "blocks.*.mlp.fc", "blocks.*.mlp.proj",
                "head"]
 VOCAB = 256                  # bytes
+LIGHTS_ARMS = ("scratch", "pretrained", "gradual")
+# environment settings that change the speed (reported with the machine)
+THREAD_SETTINGS = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TINYFW_BLAS_SPIN")
 VAL_SEED = 12345             # the validation batches are the same for every arm and seed
 
 FULL = dict(seeds=3, d_model=64, layers=2, heads=4, context=80, batch=16,
@@ -248,10 +254,17 @@ def accuracy(clf, test, context):
 
 
 def lights_arm(args, arm, state, train, test, seed):
-    lm = pretrained_lm(args, state) if arm == "pretrained" else make_lm(args, 1000 + seed)
+    lm = make_lm(args, 1000 + seed) if arm == "scratch" else pretrained_lm(args, state)
     fw.manual_seed(3000 + seed)                           # the classifier Linear
     clf = nn.SequenceClassifier(lm, n_classes=3, pooling=args.pooling)
-    opt = Adam(clf.parameters(), lr=args.lights_lr)
+    schedule = None
+    if arm == "gradual":        # ULMFiT: the top group first, the next one down every `every`
+        opt = Adam(clf.classifier.parameters(), lr=args.lights_lr)
+        groups = clf.layer_groups()
+        every = max(1, args.lights_steps // (2 * len(groups)))
+        schedule = nn.GradualUnfreezing(clf, groups, every=every, optimizer=opt)
+    else:
+        opt = Adam(clf.parameters(), lr=args.lights_lr)
     rng = np.random.default_rng(4000 + seed)
     start = time.perf_counter()
     for _ in range(args.lights_steps):
@@ -262,6 +275,8 @@ def lights_arm(args, arm, state, train, test, seed):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if schedule is not None:
+            schedule.step()
     seconds = time.perf_counter() - start
     return {"arm": arm, "seed": seed, "n_train": len(train),
             "accuracy": accuracy(clf, test, args.context), "seconds": seconds}
@@ -276,20 +291,22 @@ def lights_study(args, state, log):
         stream = lights.generate(np.random.default_rng(1000 + seed), max(args.lights_sizes),
                                  held_out=False)
         for n in args.lights_sizes:
-            for arm in ("scratch", "pretrained"):
+            for arm in args.lights_arms:
                 runs.append(lights_arm(args, arm, state, stream[:n], test, seed))
                 log(f"  lights {arm:>10} n={n:<4} seed {seed}: accuracy "
                     f"{runs[-1]['accuracy']:.3f} ({runs[-1]['seconds']:.0f} s)")
     summary = {arm: {str(n): summarise([r["accuracy"] for r in runs
                                         if r["arm"] == arm and r["n_train"] == n])
-                     for n in args.lights_sizes} for arm in ("scratch", "pretrained")}
-    paired = {}
-    for n in args.lights_sizes:
-        acc = {arm: {r["seed"]: r["accuracy"] for r in runs
-                     if r["arm"] == arm and r["n_train"] == n} for arm in ("scratch", "pretrained")}
-        diffs = [acc["pretrained"][s] - acc["scratch"][s] for s in acc["scratch"]]
-        paired[str(n)] = {"difference": summarise(diffs),
-                          "ahead": sum(d > 0 for d in diffs), "behind": sum(d < 0 for d in diffs)}
+                     for n in args.lights_sizes} for arm in args.lights_arms}
+    acc = {(r["arm"], r["n_train"], r["seed"]): r["accuracy"] for r in runs}
+    paired = {}                 # each pretrained arm minus scratch, seed by seed
+    for arm in args.lights_arms[1:]:
+        paired[arm] = {}
+        for n in args.lights_sizes:
+            diffs = [acc[arm, n, s] - acc["scratch", n, s] for s in range(args.seeds)]
+            paired[arm][str(n)] = {"difference": summarise(diffs),
+                                   "ahead": sum(d > 0 for d in diffs),
+                                   "behind": sum(d < 0 for d in diffs)}
     majority = max(np.bincount([y for _, y in test], minlength=3)) / len(test)
     return {"test": len(test), "majority": float(majority), "runs": runs, "summary": summary,
             "paired": paired}
@@ -333,8 +350,9 @@ def verdicts(result):
                    + ("helps." if full < scratch else "does not help here."))
     lights = result["lights"]
     sizes = result["settings"]["lights_sizes"]
-    diffs = [lights["paired"][str(n)]["difference"] for n in sizes]
-    parts = [f"{n} commands: {d['mean']:+.3f} ({lights['paired'][str(n)]['ahead']} of "
+    paired = lights["paired"]["pretrained"]
+    diffs = [paired[str(n)]["difference"] for n in sizes]
+    parts = [f"{n} commands: {d['mean']:+.3f} ({paired[str(n)]['ahead']} of "
              f"{d['n']} seeds ahead)" for n, d in zip(sizes, diffs)]
     helped = [n for n, d in zip(sizes, diffs) if d["mean"] > 0]
     where = ("at every size" if len(helped) == len(sizes) else
@@ -349,6 +367,12 @@ def verdicts(result):
                + f". Pretraining helps {where}; {shape}."
                + (f" At {', '.join(map(str, noisy))} commands the difference is smaller than "
                   "its spread over seeds." if noisy else ""))
+    if "gradual" in lights["paired"]:
+        gradual = [lights["paired"]["gradual"][str(n)]["difference"]["mean"] for n in sizes]
+        better = [n for n, g, d in zip(sizes, gradual, diffs) if g > d["mean"]]
+        out.append("**Gradual unfreezing (ULMFiT) against unfreezing everything at once?** "
+                   f"Better at {', '.join(map(str, better)) or 'no'} of the sizes "
+                   f"({', '.join(map(str, sizes))} commands).")
     return out
 
 
@@ -413,13 +437,20 @@ def markdown(result):
           f"{st['lights_lr']:g}, batches of {st['lights_batch']}); {lights['test']} held-out "
           f"commands with held-out phrasings (demos/lights.py); always answering the most "
           f"frequent class scores {lights['majority']:.3f}.", "",
-          "| training commands | from scratch | pretrained | pretrained - scratch | "
-          "seeds ahead / behind |", "|---:|---:|---:|---:|---:|"]
+          "Arms: `scratch`, the classifier over a randomly initialised model; `pretrained`, over "
+          "the pretrained model, everything trained from the first step"
+          + ("; `gradual`, over the pretrained model with ULMFiT's gradual unfreezing "
+             "(tinyfw.nn.GradualUnfreezing: the classifier and final norm first, then one more "
+             "block down, then the embeddings, all unfrozen by half of the steps)"
+             if "gradual" in st["lights_arms"] else "") + ".", "",
+          "| training commands | " + " | ".join(st["lights_arms"]) + " | "
+          + " | ".join(f"{arm} - scratch (seeds ahead / behind)" for arm in lights["paired"])
+          + " |", "|---:|" + "---:|" * (2 * len(st["lights_arms"]) - 1)]
     for n in st["lights_sizes"]:
-        p = lights["paired"][str(n)]
-        L.append(f"| {n} | {fmt(lights['summary']['scratch'][str(n)])} | "
-                 f"{fmt(lights['summary']['pretrained'][str(n)])} | "
-                 f"{p['difference']['mean']:+.3f} | {p['ahead']} / {p['behind']} |")
+        cells = [fmt(lights["summary"][arm][str(n)]) for arm in st["lights_arms"]]
+        cells += [f"{p[str(n)]['difference']['mean']:+.3f} ({p[str(n)]['ahead']} / "
+                  f"{p[str(n)]['behind']})" for p in lights["paired"].values()]
+        L.append(f"| {n} | " + " | ".join(cells) + " |")
     L += ["", f"Measured on {result['machine']} (shared with other jobs, so times are noisy); "
           f"the whole study took {result['seconds']:.0f} s. Reproduce: "
           f"`{result['command']}`."]
@@ -459,7 +490,7 @@ def plot(result, path):
             ax.grid(alpha=0.3)
     ax = axes[-1]
     sizes = result["settings"]["lights_sizes"]
-    for arm, style in (("scratch", "o-"), ("pretrained", "s-")):
+    for arm, style in zip(result["settings"]["lights_arms"], ("o-", "s-", "^-")):
         mean = np.array([lights["summary"][arm][str(n)]["mean"] for n in sizes])
         std = np.array([lights["summary"][arm][str(n)]["std"] for n in sizes])
         ax.plot(sizes, mean, style, label=arm)
@@ -511,6 +542,9 @@ def parse(argv):
     p.add_argument("--lights-batch", type=int, default=16)
     p.add_argument("--lights-lr", type=float, default=3e-3)
     p.add_argument("--pooling", default="last", choices=nn.POOLINGS)
+    p.add_argument("--lights-arms", nargs="+", default=["scratch", "pretrained"],
+                   choices=LIGHTS_ARMS, help="lights arms (add 'gradual' for ULMFiT's gradual "
+                   "unfreezing)")
     args = p.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -539,6 +573,10 @@ def parse(argv):
     if args.shakespeare is not None and not os.path.isfile(args.shakespeare):
         raise SystemExit(f"{NAME}: --shakespeare {args.shakespeare!r} is not a file")
     args.lights_sizes = sorted(set(args.lights_sizes))
+    args.lights_arms = [arm for arm in LIGHTS_ARMS if arm in args.lights_arms]
+    if args.lights_arms[:2] != ["scratch", "pretrained"]:
+        raise SystemExit(f"{NAME}: --lights-arms must include 'scratch' and 'pretrained' (the "
+                         f"comparison), got {args.lights_arms}")
     args.ranks = sorted(set(args.ranks))
     return args
 
@@ -569,7 +607,10 @@ def main(argv=None, log=print):
     result = {"settings": settings, "command": command, "reduced": reduced,
               "pretraining": pretraining, "adaptation": adapt,
               "lights": lights, "seconds": time.perf_counter() - start,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                         f"{numba.get_num_threads()} Numba threads"
+                         + "".join(f", {k}={os.environ[k]}" for k in THREAD_SETTINGS
+                                   if k in os.environ)}
     result = json.loads(json.dumps(result))        # integer step keys become strings, as saved
     if adapt is not None:                          # ... and back to integers for the report
         for arm in result["adaptation"]["summary"].values():

@@ -57,7 +57,8 @@ def test_quick_mode_runs_every_arm_and_writes_three_files(tmp_path):
     for run in lights["runs"]:
         assert 0.0 <= run["accuracy"] <= 1.0
     for n in st["lights_sizes"]:
-        assert lights["paired"][str(n)]["difference"]["n"] == st["seeds"]
+        assert lights["paired"]["pretrained"][str(n)]["difference"]["n"] == st["seeds"]
+    assert list(lights["paired"]) == ["pretrained"]
     text = (out / "lora_finetune.md").read_text(encoding="utf-8")
     assert "--quick: a smoke run, not a result" in text
     assert "| lora r=4 |" in text and "**LoRA near full fine-tuning?**" in text
@@ -72,13 +73,20 @@ def test_without_tiny_shakespeare_the_part_is_skipped_with_a_message(tmp_path, m
     monkeypatch.setattr(demo, "shared_data_path", lambda name: None)
     logged = []
     result = demo.main(["--quick", "--out", str(tmp_path), "--seeds", "1", "--pretrain-steps",
-                        "2", "--lights-sizes", "6", "--lights-steps", "2", "--lights-test", "20"],
+                        "2", "--lights-sizes", "6", "--lights-steps", "8", "--lights-test", "20",
+                        "--lights-arms", "gradual", "scratch", "pretrained"],
                        log=logged.append)
     assert result["adaptation"] is None
     assert any("tinyshakespeare.txt is not in ../shared/data/" in line for line in logged)
     text = (tmp_path / "lora_finetune.md").read_text(encoding="utf-8")
     assert "Skipped: tinyshakespeare.txt was not found" in text
     assert "**Pretraining on the lights task?**" in text
+    # the ULMFiT arm: run for every size and seed, compared with scratch seed by seed
+    lights = result["lights"]
+    assert result["settings"]["lights_arms"] == ["scratch", "pretrained", "gradual"]
+    assert [r["arm"] for r in lights["runs"]] == ["scratch", "pretrained", "gradual"]
+    assert lights["paired"]["gradual"]["6"]["difference"]["n"] == 1
+    assert "**Gradual unfreezing (ULMFiT)" in text and "gradual - scratch" in text
 
 
 @pytest.mark.parametrize("args, flag", [(["--seeds", "0"], "--seeds"),
@@ -86,6 +94,7 @@ def test_without_tiny_shakespeare_the_part_is_skipped_with_a_message(tmp_path, m
                                         (["--ranks", "40"], "--ranks"),
                                         (["--lora-lr", "0"], "--lora-lr"),
                                         (["--heads", "3"], "--heads"),
+                                        (["--lights-arms", "gradual"], "--lights-arms"),
                                         (["--shakespeare", "/no/such/file.txt"],
                                          "--shakespeare")])
 def test_bad_options_name_the_flag(tmp_path, args, flag):

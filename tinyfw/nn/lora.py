@@ -123,9 +123,9 @@ def apply_lora(model, patterns, rank, alpha=None, freeze_others=True):
     modules a pattern matches (``"blocks.*.mlp.*"`` also matches the activation) are skipped.
 
     With ``freeze_others`` (the default) every parameter of the model but the adapters' ``A``
-    and ``B`` is frozen, so that only adapters train. Every pattern must match at least one ``Linear``, no matched
-    layer may have an adapter already, and ``rank`` must fit each wrapped layer; all of this
-    is checked before the model is changed.
+    and ``B`` is frozen, so that only adapters train. Every pattern must match at least one
+    ``Linear``, no matched layer may have an adapter already, and ``rank`` must fit each wrapped
+    layer; all of this is checked before the model is changed.
     """
     patterns = name_patterns("apply_lora", patterns)
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
