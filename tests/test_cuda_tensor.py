@@ -172,6 +172,7 @@ def test_to_moves_data_and_gradients_between_devices():
     np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy())
     back = y.to("cpu")
     assert back.device == "cpu" and isinstance(back.data, np.ndarray)
+    np.testing.assert_array_equal(back.numpy(), x.numpy())
 
 
 def test_a_module_trains_on_cuda_like_on_cpu():

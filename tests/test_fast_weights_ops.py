@@ -604,6 +604,18 @@ def test_layer_in_language_model_generates():
         np.testing.assert_allclose(np.concatenate([out.numpy(), out2.numpy()], 1), logits,
                                    atol=1e-5)
         assert model.generate(ids, max_new_tokens=4).shape == (1, 9)
+        # greedy decoding from the carried fast weights: each new token is the argmax of the
+        # whole sequence's logits, as recomputing from scratch gives
+        out = model.generate(ids, max_new_tokens=4, temperature=0).numpy()
+        np.testing.assert_array_equal(out[:, :5], ids.numpy())
+        for n in range(5, 9):
+            np.testing.assert_array_equal(out[:, n],
+                                          model(fw.tensor(out[:, :n])).numpy()[:, -1].argmax(-1))
+        np.testing.assert_array_equal(model.generate(ids, 4, temperature=0, use_state=False)
+                                      .numpy(), out)
+        # top_k=1 keeps only the most likely token: sampling at any temperature is greedy
+        np.testing.assert_array_equal(model.generate(ids, 4, temperature=3.0, top_k=1).numpy(),
+                                      out)
 
 
 def test_layer_bad_arguments():
