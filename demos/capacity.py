@@ -4,6 +4,7 @@ Fast Weight Programmers", section 6.1: how many associations can one fast-weight
     python demos/capacity.py                       # the reduced sweep (2 CPU cores: ~tens of min)
     python demos/capacity.py --setting 1 --models elu dpfp1 dpfp2 --keys 20 60 100 140
     python demos/capacity.py --full                # the paper's sweep (days on a CPU)
+    python demos/capacity.py --completion          # DPFP-3, FAVOR+ m=192, setting 2 at S=20..80
 
 The task (docs/FAST_WEIGHTS.md). A vocabulary of S keys and S values.
   Setting 1: a sequence of L = S (key, value) pairs, every key exactly once (a random
@@ -65,6 +66,12 @@ FULL = {1: (["softmax", "elu", "favor64", "favor128", "favor192", "dpfp1", "dpfp
             list(range(20, 601, 20))),
         2: (["elu", "dpfp1", "dpfp2", "elu-delta", "dpfp1-delta", "dpfp2-delta"],
             list(range(20, 201, 20)))}
+# The configurations that complete the reduced sweep (``--completion``): in setting 1 DPFP-3
+# (dimension 384) where DPFP-2 fails and FAVOR+ with m = 192 (dimension 384) beside m = 64 and 128;
+# in setting 2 the sum and the delta rule, with ELU+1 and DPFP-1, at S = 20 to 80.
+COMPLETION = [(1, "favor192", [40, 80]), (1, "dpfp3", [320]),
+              (2, "dpfp1", [20, 40, 60, 80]), (2, "dpfp1-delta", [20, 40, 60, 80]),
+              (2, "elu", [20, 40, 60, 80]), (2, "elu-delta", [20, 40, 60, 80])]
 
 
 # ------------------------------------------------------------------------------------ the task
@@ -285,6 +292,10 @@ def main(argv=None):
     p.add_argument("--keys", type=int, nargs="+", default=None,
                    help="numbers of unique keys S to try")
     p.add_argument("--full", action="store_true", help="the paper's sweep (very long on a CPU)")
+    p.add_argument("--completion", action="store_true",
+                   help="the runs that complete the reduced sweep: DPFP-3 and FAVOR+ m=192 in "
+                        "setting 1, the sum and delta rules at S = 20, 40, 60, 80 in setting 2 "
+                        "(about an hour on 2 busy cores); --setting/--models/--keys filter them")
     p.add_argument("--max-steps", type=int, default=None,
                    help="training steps per run at most (default 3000, --full: 100000)")
     p.add_argument("--eval-every", type=int, default=100)
@@ -316,30 +327,45 @@ def main(argv=None):
     import numba
     numba.set_num_threads(max(1, min(args.threads, numba.config.NUMBA_NUM_THREADS)))
 
+    if args.full and args.completion:
+        p.error("--full and --completion are two different sweeps: give one")
     sweep = FULL if args.full else REDUCED
     max_steps = args.max_steps or (100_000 if args.full else 3000)
     for name in args.models or ():
         parse_model(name)
     results = []
+    for setting, name, n_keys in planned_runs(args, sweep):
+        r = run(setting, name, n_keys, max_steps=max_steps, eval_every=args.eval_every,
+                patience=args.patience, eval_batches=args.eval_batches,
+                batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                log=(lambda *a: None) if args.quiet else print)
+        print(f"setting {setting} {name:>12} S={n_keys:<4} -> best eval loss "
+              f"{r['best_eval_loss']:.5f} after {r['steps']} steps "
+              f"({'solved' if r['solved'] else 'not solved'}, {r['seconds']} s)",
+              flush=True)
+        results.append(r)
+    save(results, args)
+    return results
+
+
+def planned_runs(args, sweep):
+    """The (setting, model, keys) triples to run, in order: the sweep's (or ``COMPLETION``'s)
+    filtered by ``--setting``/``--models``/``--keys`` (those replace the sweep's lists unless
+    ``--completion`` is given, where they select from it)."""
+    if args.completion:
+        return [(setting, name, n_keys) for setting, name, keys in COMPLETION for n_keys in keys
+                if (args.setting is None or setting in args.setting)
+                and (args.models is None or name in args.models)
+                and (args.keys is None or n_keys in args.keys)]
+    planned = []
     for setting in args.setting or (1, 2):
-        models = args.models or sweep[setting][0]
-        for name in models:
+        for name in args.models or sweep[setting][0]:
             if setting == 2 and name == "softmax":
                 print("skipping softmax in setting 2 (no positions: it cannot tell the last "
                       "occurrence)")
                 continue
-            for n_keys in args.keys or sweep[setting][1]:
-                r = run(setting, name, n_keys, max_steps=max_steps, eval_every=args.eval_every,
-                        patience=args.patience, eval_batches=args.eval_batches,
-                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        log=(lambda *a: None) if args.quiet else print)
-                print(f"setting {setting} {name:>12} S={n_keys:<4} -> best eval loss "
-                      f"{r['best_eval_loss']:.5f} after {r['steps']} steps "
-                      f"({'solved' if r['solved'] else 'not solved'}, {r['seconds']} s)",
-                      flush=True)
-                results.append(r)
-    save(results, args)
-    return results
+            planned += [(setting, name, n_keys) for n_keys in args.keys or sweep[setting][1]]
+    return planned
 
 
 def save(results, args):
