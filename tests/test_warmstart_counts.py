@@ -15,7 +15,6 @@ from numba import njit
 from conftest import launch_path
 import tinyfw as fw
 from tinyfw.autograd import no_grad
-from tinyfw.backend.cpu import core_kernels
 from tinyfw.backend.cpu import warmstart_counts as kernels
 from tinyfw.nn import init
 from tinyfw.nn.safu import SAFU, SAFULanguageModel
