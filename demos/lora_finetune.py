@@ -20,7 +20,7 @@ steps:
 
 * ``scratch``: the same architecture from a fresh random initialisation, every parameter trained;
 * ``full``: the pretrained model, every parameter trained (full fine-tuning);
-* ``lora r=R`` (``--ranks``, default 4): the pretrained model frozen, with rank-R adapters
+* ``lora r=R`` (``--ranks``, default 1, 4 and 16): the pretrained model frozen, with rank-R adapters
   (``tinyfw.nn.apply_lora``, alpha = R) on every Linear of the model (attention qkv and output,
   MLP in and out of every block, and the output layer); only the adapters train. After
   training the adapters are merged into the weights and the validation loss is measured again
@@ -28,7 +28,7 @@ steps:
 
 **Part 2, the lights task** (``demos/lights.py``'s generated commands and its held-out phrasings,
 imported from there): ON / OFF / NOTHING from the bytes of a command, with a
-``tinyfw.nn.SequenceClassifier`` (last-token pooling, a new Linear from width 64 to 3 classes)
+``tinyfw.nn.SequenceClassifier`` (mean pooling, a new Linear from width 64 to 3 classes)
 over the language model, every parameter trained with Adam, against the same classifier over a
 randomly initialised language model, for several numbers of training commands (nested per seed,
 as in lights.py). Held-out accuracy on the fixed held-out commands. ``--lights-arms scratch
@@ -73,10 +73,10 @@ VAL_SEED = 12345             # the validation batches are the same for every arm
 
 FULL = dict(seeds=3, d_model=64, layers=2, heads=4, context=80, batch=16,
             pretrain_steps=1000, adapt_steps=200, eval_every=25, val_batches=8,
-            lights_sizes=[25, 100, 400], lights_steps=80, lights_test=300)
+            lights_sizes=[25, 100, 400], lights_steps=250, lights_test=300, ranks=[1, 4, 16])
 QUICK = dict(seeds=2, d_model=32, layers=1, heads=2, context=80, batch=8,
              pretrain_steps=30, adapt_steps=12, eval_every=6, val_batches=2,
-             lights_sizes=[10, 40], lights_steps=8, lights_test=60)
+             lights_sizes=[10, 40], lights_steps=8, lights_test=60, ranks=[4])
 
 
 def load_lights():
@@ -532,7 +532,7 @@ def parse(argv):
     p.add_argument("--adapt-steps", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--val-batches", type=int)
-    p.add_argument("--ranks", type=int, nargs="+", default=[4], help="LoRA ranks (default 4)")
+    p.add_argument("--ranks", type=int, nargs="+", help="LoRA ranks (default 1 4 16; 4 quick)")
     p.add_argument("--lr", type=float, default=3e-3,
                    help="Adam learning rate of pretraining, scratch and full fine-tuning")
     p.add_argument("--lora-lr", type=float, default=1e-2, help="Adam learning rate of LoRA")
@@ -540,8 +540,8 @@ def parse(argv):
     p.add_argument("--lights-steps", type=int)
     p.add_argument("--lights-test", type=int, help="held-out commands")
     p.add_argument("--lights-batch", type=int, default=16)
-    p.add_argument("--lights-lr", type=float, default=3e-3)
-    p.add_argument("--pooling", default="last", choices=nn.POOLINGS)
+    p.add_argument("--lights-lr", type=float, default=1e-3)
+    p.add_argument("--pooling", default="mean", choices=nn.POOLINGS)
     p.add_argument("--lights-arms", nargs="+", default=["scratch", "pretrained"],
                    choices=LIGHTS_ARMS, help="lights arms (add 'gradual' for ULMFiT's gradual "
                    "unfreezing)")
@@ -602,7 +602,8 @@ def main(argv=None, log=print):
     lights = lights_study(args, state, log)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "shakespeare")}
     reduced = {k: settings[k] for k in FULL if settings[k] != FULL[k]}
-    command = " ".join(["python demos/lora_finetune.py"] + without_out(
+    command = " ".join([f"{k}={os.environ[k]}" for k in THREAD_SETTINGS if k in os.environ]
+                       + ["python demos/lora_finetune.py"] + without_out(
         sys.argv[1:] if argv is None else argv))
     result = {"settings": settings, "command": command, "reduced": reduced,
               "pretraining": pretraining, "adaptation": adapt,
