@@ -1,5 +1,4 @@
 """The command line (``tinyfw.cli.main``): train, sample, bench, and its error messages."""
-import inspect
 import json
 import os
 import subprocess
@@ -9,7 +8,6 @@ import pytest
 
 from tinyfw.cli import main
 from tinyfw.nn.models import LanguageModel
-from tinyfw.sample import generate_ids
 from tinyfw.train import load_checkpoint
 
 TEXT = "".join(f"a {w} is a {w}.\n" for w in ("cat", "dog", "bird", "fish")) * 60
@@ -82,11 +80,6 @@ def test_sample_is_reproducible_with_a_seed(run_dir, capsys):
     assert first.startswith("a cat") and len(first.rstrip("\n")) >= len("a cat") + 15 - 1
 
 
-GENERATE_TAKES_TOP_P = "top_p" in inspect.signature(LanguageModel.generate).parameters
-
-
-@pytest.mark.skipif(not GENERATE_TAKES_TOP_P, reason="LanguageModel.generate does not pass "
-                    "top_p on to sample_next yet (tinyfw/nn/models.py)")
 def test_sample_top_p(run_dir, capsys):
     base = ["sample", "--ckpt", str(run_dir / "ckpt.npz"), "--prompt", "a cat",
             "--max-new-tokens", "15"]
@@ -99,15 +92,6 @@ def test_sample_top_p(run_dir, capsys):
     first = capsys.readouterr().out
     assert main([*base, "--top-p", "0.9", "--top-k", "5", "--seed", "4"]) == 0
     assert capsys.readouterr().out == first and first.startswith("a cat")
-
-
-def test_top_p_needs_a_generate_that_takes_it():
-    class OldModel:
-        def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None):
-            raise AssertionError("not reached")
-    with pytest.raises(ValueError, match="top_p needs a model whose generate\\(\\) takes top_p; "
-                       "OldModel.generate does not"):
-        generate_ids(OldModel(), [1, 2], 3, top_p=0.5)
 
 
 def test_sample_notes_a_prompt_longer_than_the_context(run_dir, capsys):

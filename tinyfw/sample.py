@@ -11,7 +11,6 @@ the last ``context_length`` tokens (the whole prompt is still part of the return
 model reads the whole prompt and carries its state from token to token. An empty
 prompt starts from a newline token when the tokenizer has one (else from token 0).
 """
-import inspect
 import math
 
 import numpy as np
@@ -78,17 +77,11 @@ def generate_ids(model, ids, max_new_tokens, temperature=1.0, top_k=None, seed=N
         raise ValueError(f"sample: top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"sample: top_p must be in (0, 1], got {top_p}")
-    options = {}
-    if top_p is not None:
-        if "top_p" not in inspect.signature(model.generate).parameters:
-            raise ValueError(f"sample: top_p needs a model whose generate() takes top_p; "
-                             f"{type(model).__name__}.generate does not")
-        options["top_p"] = top_p
     if seed is not None:
         _random.manual_seed(seed)
     x = tensor(np.asarray([ids], dtype=np.int64), device=device)
     # generate() crops the input to the last context_length tokens before each step.
-    out = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, **options)
+    out = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
     return [int(i) for i in out.numpy()[0]]
 
 

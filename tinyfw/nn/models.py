@@ -248,10 +248,13 @@ class LanguageModel(Module):
 
     # ------------------------------------------------------------------ sampling
     @no_grad()
-    def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None, use_state=True):
+    def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None, use_state=True,
+                 top_p=None):
         """Extend ``ids`` ``(B, T)`` by ``max_new_tokens`` sampled tokens; returns ``(B, T + n)``.
 
-        ``temperature`` 0 picks the most likely token; ``top_k`` keeps the k most likely. Each
+        ``temperature`` 0 picks the most likely token; ``top_k`` keeps the k most likely;
+        ``top_p`` then keeps the smallest set of most likely tokens whose probabilities add up
+        to ``top_p`` (nucleus sampling, :func:`~tinyfw.nn.sampling.sample_next`). Each
         new token costs one step from the carried state (KV cache or fast weights) while the
         sequence fits the context; past it, the input is cropped to the last context_length
         tokens and run again (learned positions cannot go further).
@@ -278,7 +281,7 @@ class LanguageModel(Module):
                         logits, state = self(tensor(window, device=ids.device), return_state=True)
                     else:
                         logits = self(tensor(window, device=ids.device))
-                next_ids = sample_next(logits.numpy()[:, -1, :], temperature, top_k)
+                next_ids = sample_next(logits.numpy()[:, -1, :], temperature, top_k, top_p=top_p)
                 seq = np.concatenate([seq, next_ids[:, None]], axis=1)
             return tensor(seq, device=ids.device)
         finally:
