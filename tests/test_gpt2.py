@@ -341,3 +341,27 @@ def test_old_style_file_without_prefix_and_with_mask_buffers(tmp_path):
     folder = write_folder(tmp_path / "old", state, hf_config())
     got = LanguageModel.from_pretrained(folder, dtype=np.float64)(fw.tensor(IDS)).numpy()
     np.testing.assert_allclose(got, _hf_logits(torch, hf, IDS), rtol=0, atol=1e-9)
+
+
+# ------------------------------------------------------------------- loading without an init
+@pytest.mark.parametrize("dtype, tie", [(np.float32, True), (np.float64, False)])
+def test_from_pretrained_draws_no_random_numbers_and_equals_the_saved_model(tmp_path, dtype,
+                                                                            tie):
+    fw.manual_seed(7)
+    model = LanguageModel(ModelConfig(vocab_size=V, context_length=P, n_layers=LAYERS,
+                                      n_heads=H, d_model=D, tie_weights=tie,
+                                      activation="gelu_new"))
+    model.save_pretrained(tmp_path / "m")
+    fw.manual_seed(8)
+    state = fw.random.get_rng_state()
+    back = LanguageModel.from_pretrained(tmp_path / "m", dtype=dtype)
+    assert fw.random.get_rng_state() == state          # skip_init: nothing drawn
+    saved, loaded = model.state_dict(), back.state_dict()
+    assert list(loaded) == list(saved)
+    for name in saved:
+        assert loaded[name].numpy().dtype == dtype, name
+        np.testing.assert_array_equal(loaded[name].numpy(), saved[name].numpy().astype(dtype),
+                                      err_msg=name)
+    assert back.config.to_dict() == {**model.config.to_dict(), "norm_eps": 1e-5}
+    assert (back.head.weight is back.tok_emb.weight) is tie
+    assert back.tok_emb.num_embeddings == V and back.pos_emb.num_embeddings == P

@@ -189,16 +189,13 @@ class LanguageModel(Module):
             raise ValueError(f"from_pretrained: dtype must be float32 or float64, got {dtype}")
         with gpt2_weights.GPT2Folder(path) as folder:
             config = ModelConfig(**folder.settings, dropout=dropout)
-            # Built with a one-token vocabulary and context, then given the file's weights one
-            # tensor at a time: at full size the constructor would draw random embeddings (40%
-            # of GPT-2 small's weights, in float64 first) only for them to be overwritten,
-            # doubling the memory a load takes.
-            model = cls(dataclasses.replace(config, vocab_size=1, context_length=1))
-            model.config = config
+            # Built without an initialisation (skip_init: no random draws, the parameters'
+            # zero pages never touched), then given the file's weights one tensor at a time,
+            # so a load holds one copy of the weights.
+            with init.skip_init():
+                model = cls(config)
             for name, p in model.named_parameters():   # a tied head is tok_emb's, listed once
                 p.data = folder.read(name, dtype)
-            model.tok_emb.num_embeddings = model.head.out_features = config.vocab_size
-            model.pos_emb.num_embeddings = config.context_length
         return model.eval()
 
     def save_pretrained(self, folder):
