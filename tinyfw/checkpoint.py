@@ -11,6 +11,7 @@ import json
 import os
 
 from .data.tokenizers import Tokenizer
+from .nn.init import skip_init
 from .nn.model_kinds import check_kind, kind_of, model_from_settings, saved_settings
 from .nn.models import ModelConfig
 from .serialization import load, save
@@ -116,7 +117,8 @@ def model_from_checkpoint(ckpt, device="cpu"):
     """The model (of the checkpoint's kind) rebuilt from its settings and weights, plus its
     tokenizer."""
     try:
-        model = model_from_settings(ckpt["model_kind"], ckpt["model_config"])
+        with skip_init():      # every weight comes from the checkpoint: nothing to draw
+            model = model_from_settings(ckpt["model_kind"], ckpt["model_config"])
     except (KeyError, TypeError) as e:
         raise ValueError(f"the checkpoint's model settings are incomplete ({e})") from None
     load_model_state(model, ckpt)

@@ -6,6 +6,8 @@
     tinyfw train --out run1 --resume --steps 3000 # continue (and lengthen) an earlier run
     tinyfw sample --ckpt run1/ckpt.npz --prompt "ROMEO:" --max-new-tokens 300 --top-k 40
     tinyfw sample --ckpt run1/ckpt.npz --prompt "ROMEO:" --top-p 0.9  # nucleus sampling
+    tinyfw sample --pretrained gpt2/ --prompt "Hello"  # a Hugging Face GPT-2 folder on disk
+    tinyfw train --init-from gpt2/ --data input.txt --context 256  # fine-tune it
     tinyfw bench ...                              # the benchmark suite, when installed
 
 Settings come from three places, later ones winning: the defaults (or, with ``--resume``, the
@@ -26,7 +28,8 @@ import sys
 # Flags that set TrainConfig fields (argparse dest -> field).
 _TRAIN_FLAGS = {"data": "data", "tokenizer": "tokenizer", "vocab_size": "vocab_size",
                 "val_data": "val_data", "train_fraction": "train_fraction",
-                "model_kind": "model_kind", "init": "init", "steps": "steps",
+                "model_kind": "model_kind", "init": "init", "init_from": "init_from",
+                "steps": "steps",
                 "batch_size": "batch_size", "grad_accum": "grad_accum", "lr": "lr",
                 "min_lr": "min_lr", "warmup": "warmup",
                 "weight_decay": "weight_decay", "grad_clip": "grad_clip",
@@ -42,7 +45,12 @@ _MODEL_FLAGS = {"n_layers": "n_layers", "context": "context_length", "n_heads": 
 _FLAG_KINDS = {"n_layers": ("transformer", "safu"), "context": ("transformer", "safu"),
                "d_in": ("safu",), "block": ("safu",), "radial": ("safu",),
                "use_document": ("safu",), "hidden": ("safu",), "stack": ("safu",)}
-_FLAG_NAMES = {"prenorm": "--prenorm/--postnorm", "use_document": "--no-document"}
+_FLAG_NAMES = {"prenorm": "--prenorm/--postnorm", "use_document": "--no-document",
+               "model_kind": "--model"}
+# With --init-from the model and the tokenizer come from FOLDER|CKPT: of the model flags only
+# these apply (--context becomes the training window), and these other flags do not.
+_INIT_FROM_MODEL_FLAGS = ("dropout", "context")
+_INIT_FROM_EXCLUDES = ("model_kind", "tokenizer", "vocab_size")
 
 
 class _UsageError(Exception):
@@ -134,6 +142,13 @@ def build_parser():
                    help="warm start: random (none), cipher (bit-cipher token vectors), cooc "
                    "([cipher; co-occurrence] token vectors), explicit (also the closed-form "
                    f"output layer; for safu every layer solved) (default {d.init})")
+    g.add_argument("--init-from", metavar="FOLDER|CKPT",
+                   help="fine-tune: start from a Hugging Face GPT-2 folder (config.json, "
+                   "model.safetensors, vocab.json, merges.txt) or a tinyfw checkpoint, with its "
+                   "tokenizer; weights only (step 0, a new optimiser, unlike --resume). The "
+                   "model's shape is its own: of the model flags only --dropout and --context "
+                   "(the training window, at most the model's context; default: all of it) "
+                   "apply")
     g.add_argument("--n-layers", type=_positive_int,
                    help=f"blocks or SAFU layers (default {m['n_layers']} / {sd['n_layers']})")
     g.add_argument("--context", type=_positive_int,
@@ -216,15 +231,24 @@ def build_parser():
 
     # ----------------------------------------------------------------------------- sample
     s = sub.add_parser(
-        "sample", help="generate text from a checkpoint",
-        description="Generate text from a training checkpoint. A prompt longer than the model's "
+        "sample", help="generate text from a checkpoint or a pretrained GPT-2",
+        description="Generate text from a training checkpoint (--ckpt) or from a Hugging Face "
+        "GPT-2 folder (--pretrained). A prompt longer than the model's "
         "context is cropped from the left (the model sees its last context_length tokens). "
         "--top-k, then --top-p, narrow the distribution after the temperature.",
         epilog="exit status: 0 done, 1 error (such as a checkpoint that is missing parts or "
-        "not a tinyfw checkpoint), 2 bad flag value")
-    s.add_argument("--ckpt", default=os.path.join("out", "ckpt.npz"),
-                   help="checkpoint file (default out/ckpt.npz)")
-    s.add_argument("--prompt", default="", help="text to continue (default: start of a line)")
+        "not a tinyfw checkpoint, or a GPT-2 folder with a missing or bad file), 2 bad flag "
+        "value")
+    source = s.add_mutually_exclusive_group()
+    source.add_argument("--ckpt", default=None,
+                        help="checkpoint file (default out/ckpt.npz)")
+    source.add_argument("--pretrained", metavar="FOLDER", default=None,
+                        help="a Hugging Face GPT-2 folder (config.json, model.safetensors, "
+                        "vocab.json, merges.txt, e.g. the files of the 'gpt2' model "
+                        "downloaded beforehand; nothing is downloaded here)")
+    s.add_argument("--prompt", default="",
+                   help="text to continue (default: start of a line; with the GPT-2 tokenizer "
+                   "<|endoftext|>, the start of a document)")
     s.add_argument("--max-new-tokens", type=_non_negative_int, default=500,
                    help="tokens to generate (default 500)")
     s.add_argument("--temperature", type=_non_negative_finite, default=0.8,
@@ -300,6 +324,8 @@ def train_overrides(args):
     for dest, key in _TRAIN_FLAGS.items():
         if dest in given:
             train[key] = given[dest]
+    if "init_from" in train:
+        return _init_from_overrides(args, train, model)
     # A resumed run's kind is the checkpoint's: resolve_resume_config checks its settings.
     kind = train.get("model_kind", None if given.get("resume") else "transformer")
     for dest, key in _MODEL_FLAGS.items():
@@ -313,10 +339,48 @@ def train_overrides(args):
     return train
 
 
+def _init_from_overrides(args, train, model):
+    """``train_overrides`` of an --init-from run: the model flags that apply (--dropout, and
+    --context as the training window); any flag that would shape a new model, pick another
+    tokenizer or warm start, or resume, is an error naming it."""
+    given = vars(args)
+    source = f"--init-from {train['init_from']}"
+    if given.get("resume"):
+        raise _UsageError(f"--resume continues OUT's own checkpoint; {source} starts a new run "
+                          "from trained weights: give one of them")
+    if train.get("init", "random") != "random":
+        raise _UsageError(f"--init {train['init']} warm-starts a new model; {source} starts from "
+                          "trained weights: give one of them")
+    for key in _INIT_FROM_EXCLUDES:
+        if key in train:
+            raise _UsageError(f"{_flag(key)} cannot be combined with {source}: the model kind "
+                              "and the tokenizer are the ones stored there")
+    config_keys = {key: value for key, value in model.items()}
+    for dest in _MODEL_FLAGS:
+        if dest in given and dest not in _INIT_FROM_MODEL_FLAGS:
+            raise _UsageError(f"{_flag(dest)} sets the shape of a new model; the model of "
+                              f"{source} has its own (drop {_flag(dest)})")
+    extra = sorted(k for k in config_keys if k not in ("dropout", "context_length"))
+    if extra:
+        raise _UsageError(f"--config {args.config}: the model settings {extra} shape a new "
+                          f"model; the model of {source} has its own")
+    out = {}
+    if "dropout" in config_keys or "dropout" in given:
+        out["dropout"] = given.get("dropout", config_keys.get("dropout"))
+    if "context" in given or "context_length" in config_keys:
+        train["window"] = given.get("context", config_keys.get("context_length"))
+    train["model"] = out
+    return train
+
+
 def _cmd_train(args):
     from .train import TrainConfig, resolve_resume_config, train
     overrides = train_overrides(args)
     out = overrides.get("out", TrainConfig.out)
+    init_from = overrides.get("init_from")
+    if init_from is not None and not os.path.exists(init_from):
+        raise _UsageError(f"--init-from: no such file or folder: {init_from} (give a Hugging "
+                          "Face GPT-2 folder or a tinyfw checkpoint)")
     if getattr(args, "resume", False):
         ckpt_path = os.path.join(out, "ckpt.npz")
         if not os.path.exists(ckpt_path):
@@ -338,11 +402,20 @@ def _cmd_train(args):
 
 # ----------------------------------------------------------------------------------- sample
 def _cmd_sample(args):
-    from .sample import encode_prompt, generate_ids, load_model
-    if not os.path.exists(args.ckpt):
-        raise _UsageError(f"--ckpt: no such file: {args.ckpt}")
     from .nn.model_kinds import prompt_limit
-    model, tokenizer = load_model(args.ckpt, args.device)
+    from .sample import encode_prompt, generate_ids, load_model, load_pretrained
+    if args.pretrained is not None:
+        if not os.path.isdir(args.pretrained):
+            what = "no such folder" if not os.path.exists(args.pretrained) else "not a folder"
+            raise _UsageError(f"--pretrained: {what}: {args.pretrained} (give a Hugging Face "
+                              "GPT-2 folder: config.json, model.safetensors, vocab.json, "
+                              "merges.txt)")
+        model, tokenizer = load_pretrained(args.pretrained, args.device)
+    else:
+        ckpt = os.path.join("out", "ckpt.npz") if args.ckpt is None else args.ckpt
+        if not os.path.exists(ckpt):
+            raise _UsageError(f"--ckpt: no such file: {ckpt}")
+        model, tokenizer = load_model(ckpt, args.device)
     ids = encode_prompt(tokenizer, args.prompt)
     ctx = prompt_limit(model)
     if ctx is not None and len(ids) > ctx:

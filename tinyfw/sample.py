@@ -2,14 +2,16 @@
 
     from tinyfw.sample import load_model, generate_text
     model, tokenizer = load_model("out/ckpt.npz")
+    model, tokenizer = load_pretrained("gpt2/")       # a Hugging Face GPT-2 folder
     print(generate_text(model, tokenizer, "ROMEO:", max_new_tokens=200, temperature=0.8,
                         top_k=40, seed=1))
     print(generate_text(model, tokenizer, "ROMEO:", max_new_tokens=200, top_p=0.9, seed=1))
 
 Prompts longer than a transformer's context are cropped from the left: the model only ever sees
 the last ``context_length`` tokens (the whole prompt is still part of the returned text). A SAFU
-model reads the whole prompt and carries its state from token to token. An empty
-prompt starts from a newline token when the tokenizer has one (else from token 0).
+model reads the whole prompt and carries its state from token to token. An empty prompt starts
+from ``<|endoftext|>`` with the GPT-2 tokenizer (GPT-2 saw it between documents), otherwise from a
+newline token when the tokenizer has one (else from token 0).
 """
 import math
 
@@ -17,6 +19,8 @@ import numpy as np
 
 from . import random as _random
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .data.gpt2_tokenizer import ENDOFTEXT
+from .pretrained import load_gpt2_folder
 from .tensor import tensor
 
 
@@ -36,8 +40,21 @@ def load_model(path, device="cpu"):
     return model, tokenizer
 
 
+def load_pretrained(folder, device="cpu"):
+    """``(model, tokenizer)`` from a Hugging Face GPT-2 folder (``tinyfw.pretrained``), the
+    model in eval mode on ``device``. Nothing is downloaded."""
+    model, tokenizer = load_gpt2_folder(folder, op="sample --pretrained")
+    if device != "cpu":
+        model.to(device)
+    return model.eval(), tokenizer
+
+
 def start_ids(tokenizer):
-    """The ids an empty prompt starts from: a newline if the tokenizer can encode one."""
+    """The ids an empty prompt starts from: ``<|endoftext|>`` when the tokenizer has it as a
+    special token (GPT-2's), else a newline if the tokenizer can encode one, else id 0."""
+    special = getattr(tokenizer, "special_tokens", {})
+    if ENDOFTEXT in special:
+        return [special[ENDOFTEXT]]
     try:
         ids = tokenizer.encode("\n")
     except ValueError:
@@ -91,8 +108,9 @@ def generate_text(model, tokenizer, prompt="", max_new_tokens=200, temperature=1
     ids = encode_prompt(tokenizer, prompt)
     out = generate_ids(model, ids, max_new_tokens, temperature, top_k, seed, device, top_p)
     if prompt == "":
-        out = out[len(ids):]  # the newline we started from is not part of the user's text
+        out = out[len(ids):]  # the start token is not part of the user's text
     return tokenizer.decode(out)
 
 
-__all__ = ["load_model", "start_ids", "encode_prompt", "generate_ids", "generate_text"]
+__all__ = ["load_model", "load_pretrained", "start_ids", "encode_prompt", "generate_ids",
+           "generate_text"]

@@ -67,11 +67,13 @@ from .checkpoint import (CheckpointError, checkpoint_tokenizer, config_mismatch,
 from .data import (build_tokenizer, encode_corpus, get_batch, load_corpus, load_tokenizer,
                    load_tokens, read_text, save_tokens, train_val_split)
 from .fileio import atomic_write
-from .nn.model_kinds import (MODEL_KINDS, TRANSFORMER_DEFAULTS, build_model, model_settings,
-                             saved_settings)
+from .nn.init import skip_init
+from .nn.model_kinds import (MODEL_KINDS, TRANSFORMER_DEFAULTS, build_model, model_from_settings,
+                             model_settings, prompt_limit, saved_settings)
 from .nn.models import ModelConfig
 from .nn.utils import clip_grad_norm_
 from .optim import AdamW, WarmupCosine
+from .pretrained import load_gpt2_folder
 from .progress import NullStream, Progress, StopRequest, format_seconds
 from .tensor import tensor
 from .warmstart.init import METHODS as INIT_METHODS
@@ -107,6 +109,11 @@ class TrainConfig:
     model: dict = dataclasses.field(default_factory=dict)
     init: str = "random"           # 'random' | 'cipher' | 'cooc' | 'explicit'
     init_options: dict = dataclasses.field(default_factory=dict)
+    # fine-tuning: a Hugging Face GPT-2 folder or a tinyfw checkpoint whose model and tokenizer
+    # the run starts from (``load_init_source``), and the training window in tokens (None: the
+    # model's context_length); ``model`` may then only change the dropout
+    init_from: str = None
+    window: int = None
     # optimisation
     steps: int = 800
     batch_size: int = 16           # sequences per micro-batch
@@ -162,8 +169,20 @@ class TrainConfig:
                   f"{name}={value!r} must be a finite number")
         if problems:
             raise ValueError("TrainConfig: " + "; ".join(problems))
-        check(self.tokenizer in TOKENIZERS, f"tokenizer={self.tokenizer!r} must be one of "
-              f"{TOKENIZERS}")
+        check(self.tokenizer in TOKENIZERS or (self.init_from is not None
+                                               and self.tokenizer == "gpt2"),
+              f"tokenizer={self.tokenizer!r} must be one of {TOKENIZERS} ('gpt2' comes with "
+              "init_from)")
+        check(self.init_from is None or (isinstance(self.init_from, str) and self.init_from),
+              f"init_from={self.init_from!r} must be a path (a GPT-2 folder or a checkpoint)")
+        if self.window is not None:
+            check(isinstance(self.window, int) and not isinstance(self.window, bool)
+                  and self.window >= 1, f"window={self.window!r} must be a positive integer")
+            check(self.init_from is not None, f"window={self.window!r} applies only with "
+                  "init_from (a new model's window is its context_length)")
+        check(self.init_from is None or self.init == "random",
+              f"init={self.init!r} (--init) warm-starts a new model, while init_from="
+              f"{self.init_from!r} (--init-from) starts from trained weights: use one of them")
         check(0.0 < self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be in (0, 1)")
         check(0.0 < self.train_fraction <= 1.0,
               f"train_fraction={self.train_fraction} must be in (0, 1]")
@@ -221,9 +240,16 @@ class TrainConfig:
                              "ModelConfig (use model_settings)")
         return ModelConfig(vocab_size=vocab_size, **self.model_settings())
 
+    def window_length(self):
+        """Tokens per training window: ``window`` (an init_from run's, once resolved) or the
+        model's context_length."""
+        return self.window if self.window is not None else self.model_settings()["context_length"]
+
     @property
     def evaluates_at_start(self):
-        return self.init != "random" if self.eval_at_start is None else self.eval_at_start
+        if self.eval_at_start is not None:
+            return self.eval_at_start
+        return self.init != "random" or self.init_from is not None
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -447,10 +473,12 @@ def build_run_model(cfg, settings, data, ckpt=None, ckpt_path="checkpoint", log=
     weights or the warm start ``cfg.init`` on the training tokens. Returns ``(model, report)``,
     the report of the warm start (None when resuming)."""
     _random.manual_seed(cfg.seed)
-    model = build_model(cfg.model_kind, settings, data.tokenizer.vocab_size)
     if ckpt is not None:
+        with skip_init():      # every weight comes from the checkpoint: nothing to draw
+            model = build_model(cfg.model_kind, settings, data.tokenizer.vocab_size)
         load_model_state(model, ckpt, ckpt_path, settings["context_length"])
         return model, None
+    model = build_model(cfg.model_kind, settings, data.tokenizer.vocab_size)
     options = dict(cfg.init_options)
     if cfg.model_kind == "transformer":
         for key in ("rounds", "eps"):          # options of the SAFU solve only
@@ -460,15 +488,84 @@ def build_run_model(cfg, settings, data, ckpt=None, ckpt_path="checkpoint", log=
     return model, report
 
 
+@dataclasses.dataclass
+class InitSource:
+    """What an init_from run starts from: the trained model, its tokenizer, the model settings
+    (``vocab_size`` left out) and ``cfg``, the run's settings resolved against them (model kind,
+    tokenizer kind, training window)."""
+    model: object
+    tokenizer: object
+    settings: dict
+    cfg: TrainConfig
+
+
+def load_init_source(cfg):
+    """Stage 2 of an init_from run, before any data: the model and tokenizer of
+    ``cfg.init_from``, a Hugging Face GPT-2 folder (``tinyfw.pretrained``: config.json,
+    model.safetensors, vocab.json, merges.txt) or a tinyfw checkpoint (its weights and
+    tokenizer only: the new run starts at step 0 with a fresh optimiser). ``cfg.model`` may
+    set the dropout; any other model setting must equal the loaded model's. The training window
+    (``cfg.window``, default the model's context_length) must fit the model's positions. Every
+    problem raises an error naming the path and the setting."""
+    path = cfg.init_from
+    where = f"train: --init-from {path}"
+    wanted = dict(cfg.model)
+    if os.path.isdir(path):
+        model, tokenizer = load_gpt2_folder(path, dropout=wanted.get("dropout", 0.0), op=where)
+        kind = "transformer"
+    elif os.path.isfile(path):
+        ckpt = load_checkpoint(path)
+        kind = ckpt["model_kind"]
+        saved = dict(ckpt["model_config"])
+        if kind == "transformer":
+            saved = ModelConfig.from_dict(saved).to_dict()   # fields an older file lacks
+            if "dropout" in wanted:
+                saved["dropout"] = wanted["dropout"]          # dropout holds no weights
+        try:
+            with skip_init():          # every weight comes from the checkpoint
+                model = model_from_settings(kind, saved)
+            load_model_state(model, {**ckpt, "model_config": saved}, path)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{where}: cannot rebuild the model: {e}") from None
+        tokenizer = checkpoint_tokenizer(ckpt)
+        if tokenizer.vocab_size != saved["vocab_size"]:
+            raise ValueError(f"{where}: the checkpoint's tokenizer has {tokenizer.vocab_size} "
+                             f"ids but its model's vocab_size is {saved['vocab_size']}")
+    else:
+        raise FileNotFoundError(f"{where}: no such file or folder (give a Hugging Face GPT-2 "
+                                "folder or a tinyfw checkpoint)")
+    settings = saved_settings(model)
+    settings.pop("vocab_size")
+    differ = [f"{k}: the model has {settings.get(k, '<no such setting>')!r}, the run asks for "
+              f"{v!r}" for k, v in sorted(wanted.items())
+              if not (k == "dropout" and kind == "transformer") and settings.get(k) != v]
+    if differ:
+        raise ValueError(f"{where}: the model's settings come from {path} (only the dropout "
+                         "may change): " + "; ".join(differ))
+    limit = prompt_limit(model)
+    window = cfg.window if cfg.window is not None else (
+        limit if limit is not None else settings["context_length"])
+    if limit is not None and window > limit:
+        raise ValueError(f"{where}: the training window (--context / window) of {window} tokens "
+                         f"is longer than the model's context_length of {limit} tokens (its "
+                         f"learned positions end there): use --context {limit} or less")
+    if kind == "safu":
+        settings["context_length"] = window    # a SAFU model's context_length is its window
+    resolved = dataclasses.replace(cfg, model_kind=kind, tokenizer=tokenizer.kind, window=window,
+                                   vocab_size=None)
+    return InitSource(model, tokenizer, settings, resolved)
+
+
 def _describe(cfg, settings, n_params):
     if cfg.model_kind == "safu":
         return (f"SAFU model: {n_params:,} parameters ({settings['n_layers']} layer"
                 f"{'s' if settings['n_layers'] != 1 else ''}, token vectors of {settings['d_in']}, "
                 f"block {settings['block']}, radial {settings['radial']}, document context "
                 f"{'on' if settings['use_document'] else 'off'}), init {cfg.init}")
+    start = f"from {cfg.init_from}" if cfg.init_from is not None else f"init {cfg.init}"
     return (f"model: {n_params:,} parameters ({settings['n_layers']} layers, d_model "
             f"{settings['d_model']}, {settings['n_heads']} heads, context "
-            f"{settings['context_length']}, mixer {settings['mixer']}), init {cfg.init}")
+            f"{settings['context_length']}, mixer {settings['mixer']}), {start}")
 
 
 # ----------------------------------------------------------------------------------- optimiser
@@ -597,9 +694,20 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
                              f"not a {cfg.model_kind} model")
     device = _check_device(cfg.device)
 
-    # Stage 1: data (the checkpoint's tokenizer when resuming, so the ids mean the same).
-    tokenizer = checkpoint_tokenizer(ckpt) if ckpt is not None else None
-    context = cfg.model_settings()["context_length"]
+    # Fine-tuning (init_from, not resumed): the trained model and its tokenizer come first.
+    source = None
+    if ckpt is None and cfg.init_from is not None:
+        init_start = time.perf_counter()
+        source = load_init_source(cfg)
+        cfg = source.cfg
+        source_seconds = time.perf_counter() - init_start
+
+    # Stage 1: data (the checkpoint's or the source's tokenizer, so the ids mean the same).
+    if ckpt is not None:
+        tokenizer = checkpoint_tokenizer(ckpt)
+    else:
+        tokenizer = source.tokenizer if source is not None else None
+    context = cfg.window_length()
     data = load_data(cfg, context, tokenizer, log)
     trained_on = (ckpt or {}).get("data", {}).get("text_sha256")
     if trained_on is not None and trained_on != data.info["text_sha256"]:
@@ -608,15 +716,21 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
 
     # Stage 2: model (built fresh from the seed, then warm-started or overwritten from the
     # checkpoint, so both paths build the very same objects).
-    settings = resolve_model_settings(cfg, data.tokenizer.vocab_size)
-    init_start = time.perf_counter()
-    model, init_report = build_run_model(cfg, settings, data, ckpt, ckpt_path, log)
-    init_seconds = (time.perf_counter() - init_start if ckpt is None
-                    else float(ckpt.get("init_seconds", 0.0)))
-    if ckpt is None:
-        init_report = _jsonable(init_report)
+    if source is not None:
+        settings, model, init_seconds = source.settings, source.model, source_seconds
+        init_report = {"init_from": os.path.abspath(cfg.init_from)}
+        _random.manual_seed(cfg.seed)   # dropout draws as in a run of a new model
+        model.train()
     else:
-        init_report = ckpt.get("init_report")
+        settings = resolve_model_settings(cfg, data.tokenizer.vocab_size)
+        init_start = time.perf_counter()
+        model, init_report = build_run_model(cfg, settings, data, ckpt, ckpt_path, log)
+        init_seconds = (time.perf_counter() - init_start if ckpt is None
+                        else float(ckpt.get("init_seconds", 0.0)))
+        if ckpt is None:
+            init_report = _jsonable(init_report)
+        else:
+            init_report = ckpt.get("init_report")
     if device != "cpu":
         model.to(device)
 
@@ -636,8 +750,8 @@ def train(cfg, resume=False, stop_after=None, stream=None, quiet=False):
         metrics.start(keep_upto=state[0])
         log(f"resumed from {ckpt_path} at step {state[0]} (best val loss {state[1]:.4f})")
 
-    run = TrainingRun(cfg, model, optimizer, scheduler, data, settings["context_length"],
-                      batch_rng, device, metrics, log, init_report, init_seconds, state)
+    run = TrainingRun(cfg, model, optimizer, scheduler, data, context, batch_rng, device,
+                      metrics, log, init_report, init_seconds, state)
     if ckpt is not None:
         run.saved_step = run.step
     if ckpt is None:
@@ -877,7 +991,7 @@ def _restore_run(ckpt, cfg, optimizer, scheduler, batch_rng):
     step = int(ckpt["step"])
     # Checkpoints without a token count come from runs of one fixed batch shape.
     tokens = int(ckpt.get("tokens", step * cfg.batch_size * cfg.grad_accum
-                          * cfg.model_settings()["context_length"]))
+                          * cfg.window_length()))
     return (step, float(ckpt.get("best_val_loss", float("inf"))), ckpt.get("best_step"),
             float(ckpt.get("elapsed", 0.0)), history, tokens)
 
