@@ -350,3 +350,28 @@ def test_train_config_checks_of_init_from(gpt2_folder, corpus, tmp_path):
                        "16, the run asks for 32"):
         train(cfg, quiet=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_resume_of_a_finetuning_run_keeps_its_window(finetuned, capsys):
+    out, _ = finetuned
+    before = _files(out)
+    assert main(["train", "--out", out, "--resume", "--steps", "6", "--context", "4",
+                 "--quiet"]) == 1
+    one_line_error(capsys, "trains on windows of 8 tokens (--context)", "change it to 4")
+    assert _files(out) == before
+
+
+def test_init_from_a_safu_checkpoint(corpus, tmp_path):
+    first = str(tmp_path / "safu")
+    assert main(["train", "--model", "safu", "--data", corpus, "--out", first, "--steps", "2",
+                 "--context", "8", *SHORT]) == 0
+    cfg = TrainConfig(init_from=os.path.join(first, "ckpt.npz"), data=corpus, window=12,
+                      out=str(tmp_path / "tuned"), steps=1, batch_size=2, eval_iters=1,
+                      sample_tokens=0)
+    result = train(cfg, quiet=True)
+    ckpt = load_checkpoint(os.path.join(cfg.out, "ckpt.npz"))
+    source = load_checkpoint(os.path.join(first, "ckpt.npz"))
+    assert ckpt["model_kind"] == "safu" and ckpt["train_config"]["model_kind"] == "safu"
+    # a SAFU model reads any length: its context_length is the window it trains on
+    assert ckpt["model_config"] == {**source["model_config"], "context_length": 12}
+    assert result["step"] == 1 and load_model(os.path.join(cfg.out, "ckpt.npz"))[0] is not None

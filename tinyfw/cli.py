@@ -112,7 +112,8 @@ def build_parser():
         "Writes OUT/ckpt.npz (latest), OUT/best.npz (best validation loss), OUT/config.json, "
         "OUT/tokenizer.json, the encoded corpus OUT/tokens.npy and OUT/metrics.jsonl (one JSON "
         "line per evaluation). Flags override --config; "
-        "with --resume the checkpoint's settings are the starting point. The first Ctrl-C "
+        "with --resume the checkpoint's settings are the starting point; with --init-from "
+        "(fine-tuning) the model and tokenizer of a GPT-2 folder or a checkpoint. The first Ctrl-C "
         "stops after the current step and writes a checkpoint.",
         epilog=_EXIT_STATUS_HELP, argument_default=S)
     g = t.add_argument_group("data")
@@ -153,7 +154,8 @@ def build_parser():
                    help=f"blocks or SAFU layers (default {m['n_layers']} / {sd['n_layers']})")
     g.add_argument("--context", type=_positive_int,
                    help=f"context length in tokens: the training window (default "
-                   f"{m['context_length']})")
+                   f"{m['context_length']}; with --init-from the model's context length, which "
+                   "it may not exceed)")
     g = t.add_argument_group("transformer model (--model transformer)")
     g.add_argument("--n-heads", type=_positive_int, help=f"heads (default {m['n_heads']})")
     g.add_argument("--d-model", type=_positive_int, help=f"width (default {m['d_model']})")
@@ -355,7 +357,7 @@ def _init_from_overrides(args, train, model):
         if key in train:
             raise _UsageError(f"{_flag(key)} cannot be combined with {source}: the model kind "
                               "and the tokenizer are the ones stored there")
-    config_keys = {key: value for key, value in model.items()}
+    config_keys = dict(model)          # model settings from --config
     for dest in _MODEL_FLAGS:
         if dest in given and dest not in _INIT_FROM_MODEL_FLAGS:
             raise _UsageError(f"{_flag(dest)} sets the shape of a new model; the model of "

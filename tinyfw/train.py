@@ -32,6 +32,14 @@ What one run does, in named stages (each a function below):
    evaluations.
 5. **sample**: a text sample at the end.
 
+Fine-tuning (``init_from``, ``tinyfw train --init-from``): stage 2 comes first and loads a
+trained model with its tokenizer (``load_init_source``) from a Hugging Face GPT-2 folder or a
+tinyfw checkpoint (weights only: step 0, a new optimiser and schedule); stage 1 then encodes the
+corpus with that tokenizer. The model keeps its own settings (only ``dropout`` may change) and
+trains on windows of ``window`` tokens, at most its context_length. The checkpoints record the
+full model settings and the tokenizer, so ``--resume`` and ``tinyfw sample --ckpt`` rebuild the
+fine-tuned model without the source.
+
 Nothing is written to ``OUT`` until every setting, the data and the model have been checked, so a
 run that fails on bad input leaves an earlier run's files as they were.
 
@@ -1038,6 +1046,13 @@ def resolve_resume_config(ckpt_path, overrides):
     if kind == "transformer":
         saved_model = ModelConfig.from_dict(saved_model).to_dict()
     wanted_model = dict(overrides.get("model") or {})
+    if saved.get("init_from") is not None and "context_length" in wanted_model:
+        # a fine-tuning run's --context is its training window, not the model's positions
+        window = wanted_model.pop("context_length")
+        if window != saved.get("window"):
+            raise ValueError(f"train --resume: the checkpoint {ckpt_path} trains on windows of "
+                             f"{saved.get('window')} tokens (--context); a resumed run cannot "
+                             f"change it to {window}")
     diff = [f"{k}: checkpoint {saved_model[k]!r}, requested {v!r}"
             for k, v in sorted(wanted_model.items()) if saved_model.get(k, v) != v]
     unknown = sorted(set(wanted_model) - set(saved_model))
