@@ -375,3 +375,28 @@ def test_init_from_a_safu_checkpoint(corpus, tmp_path):
     # a SAFU model reads any length: its context_length is the window it trains on
     assert ckpt["model_config"] == {**source["model_config"], "context_length": 12}
     assert result["step"] == 1 and load_model(os.path.join(cfg.out, "ckpt.npz"))[0] is not None
+
+
+def test_sample_pretrained_equals_transformers_greedy_generation(tmp_path, capsys):
+    """A folder written by transformers (random GPT2LMHeadModel, tiny vocabulary): the command's
+    greedy text is the text of transformers' own greedy generation."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    tok = tiny_tokenizer()
+    config = transformers.GPT2Config(vocab_size=tok.vocab_size, n_positions=CONTEXT, n_embd=16,
+                                     n_layer=2, n_head=2, initializer_range=0.3,
+                                     bos_token_id=tok.eot_id, eos_token_id=tok.eot_id)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    folder = tmp_path / "hf"
+    hf.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    prompt = "a cat is"
+    ids = torch.tensor([tok.encode(prompt)])
+    with torch.no_grad():
+        out = hf.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.eot_id,
+                          attention_mask=torch.ones_like(ids))
+    expected = tok.decode(out[0].tolist())
+    assert main(["sample", "--pretrained", str(folder), "--prompt", prompt, "--max-new-tokens",
+                 "8", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == expected.rstrip("\n")
