@@ -45,7 +45,11 @@ import platform
 import sys
 import time
 
-import numpy as np
+# The matrices are small (at most a few thousand columns): one BLAS thread is as fast as two,
+# and a multi-threaded BLAS spins on a busy machine. Set before NumPy loads its BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -213,7 +217,7 @@ def plot(saved, path):
         axes[1].plot(sizes, np.maximum(level["train"]["median"], 1e-16), marker="o", ms=3,
                      color=color, label=label)
     for ax, title in zip(axes, ("test error (median over seeds, band: quartiles)",
-                                "training error (median over seeds)")):
+                                "training error (median over seeds, floored at 1e-16)")):
         ax.axvline(n, color="black", ls="--", lw=1, label=f"interpolation threshold p = n = {n}")
         ax.set(xscale="log", yscale="log", xlabel="number of random ReLU features p",
                ylabel="MSE / var(f)", title=title)
@@ -284,7 +288,8 @@ def main(argv=None):
              "command": " ".join(argv if argv is not None else sys.argv[1:]),
              "seconds": seconds,
              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-                        f"(NumPy {np.__version__})",
+                        f"(NumPy {np.__version__}; load average {os.getloadavg()[0]:.1f} at the "
+                        "end: a shared machine)",
              "interpolation_tolerance": INTERPOLATION_TOL, "results": results}
     text = markdown(saved)
     atomic_write(out + ".json", lambda f: json.dump(saved, f, indent=1), mode="w",
