@@ -32,7 +32,8 @@ for every (depth, placement, norm, warm-up, seed):
   crashed); a **blow-up** is a rise of the 10-step mean training loss by more than 1 nat above
   its lowest earlier value; a run is **stuck** when its final validation loss is no better than
   the unigram loss (the cross-entropy of the validation characters under the training
-  characters' frequencies), i.e. it learned nothing beyond letter frequencies.
+  characters' frequencies), i.e. it learned nothing beyond letter frequencies. The bigram loss
+  (the previous character's pair counts) is reported beside it as a second reference.
   The validation loss is ``tinyfw.train.estimate_loss`` on ``--eval-iters`` fixed batches.
 
 Tables give mean ± spread (sample standard deviation) over the seeds of the finite values and
@@ -225,6 +226,16 @@ def unigram_loss(train_ids, val_ids, vocab_size):
     return float(-logp[val_ids].mean())
 
 
+def bigram_loss(train_ids, val_ids, vocab_size):
+    """Cross-entropy (nats) of each validation token given the previous one under the training
+    tokens' pair counts (add-one smoothed): a reference for how much of the context a model
+    uses after a short run."""
+    counts = np.ones((vocab_size, vocab_size))
+    np.add.at(counts, (train_ids[:-1].astype(np.int64), train_ids[1:].astype(np.int64)), 1.0)
+    logp = np.log(counts / counts.sum(axis=1, keepdims=True))
+    return float(-logp[val_ids[:-1].astype(np.int64), val_ids[1:].astype(np.int64)].mean())
+
+
 def corpus_path(name):
     """``None`` for the built-in corpus, the shared Tiny Shakespeare, or a file path."""
     if name == "builtin":
@@ -293,7 +304,8 @@ def tables(saved, rows):
     configs = sorted({(r["placement"], r["norm"], r["warmup"]) for r in rows},
                      key=lambda c: (PLACEMENTS.index(c[0]), NORMS.index(c[1]), c[2]))
     lines = [f"\n## Final validation loss (nats; mean ± spread over seeds; unigram loss "
-             f"{saved['unigram_loss']:.3f}, uniform {math.log(saved['vocab_size']):.3f})\n",
+             f"{saved['unigram_loss']:.3f}, bigram loss {saved.get('bigram_loss', float('nan')):.3f}, "
+             f"uniform {math.log(saved['vocab_size']):.3f})\n",
              "(d/b/s): diverged (NaN), blew up (smoothed loss rose > 1 nat), stuck (final loss "
              "no better than the unigram loss), out of the seeds\n",
              "| configuration | " + " | ".join(f"depth {d}" for d in depths) + " |",
@@ -525,7 +537,8 @@ def main(argv=None):
                               f" ({r['seconds']:.1f} s)", flush=True)
     import numba
     saved = {"args": vars(args), "command": command, "vocab_size": vocab,
-             "unigram_loss": data.unigram_loss, "seconds": time.perf_counter() - start,
+             "unigram_loss": data.unigram_loss,
+             "bigram_loss": bigram_loss(data.train_ids, data.val_ids, vocab), "seconds": time.perf_counter() - start,
              "machine": (f"Machine: {platform.processor() or platform.machine()}, "
                          f"{os.cpu_count()} cores, {numba.get_num_threads()} Numba thread(s), "
                          f"Python {platform.python_version()}."),
