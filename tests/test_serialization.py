@@ -73,3 +73,26 @@ def test_pickled_objects_are_never_loaded(tmp_path):
     with pytest.raises(ValueError, match=r"load: .*p.npz is corrupt or not a tinyfw file "
                                          r"\(Object arrays cannot be loaded"):
         fw.load(path)
+
+
+def test_a_tied_weight_is_stored_once_and_loads_under_both_names(tmp_path):
+    """The state dict of a tied model lists the embedding under two names; the file holds its
+    data once, and the loaded state rebuilds the model exactly."""
+    import zipfile
+    from tinyfw.nn.models import LanguageModel, ModelConfig
+    cfg = ModelConfig(vocab_size=300, d_model=32, n_layers=1, n_heads=2, tie_weights=True)
+    fw.manual_seed(0)
+    model = LanguageModel(cfg)
+    state = model.state_dict()
+    assert "head.weight" in state and "tok_emb.weight" in state
+    path = tmp_path / "tied.npz"
+    fw.save({"model": state, "copy": fw.tensor(state["head.weight"].numpy())}, path)
+    members = [n for n in zipfile.ZipFile(path).namelist() if n != "__tinyfw__.npy"]
+    assert len(members) == len(state)       # one fewer than the names, plus the separate copy
+    loaded = fw.load(path)
+    fw.manual_seed(1)
+    again = LanguageModel(cfg)
+    again.load_state_dict(loaded["model"])
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(again.state_dict()[name].numpy(), value.numpy())
+    np.testing.assert_array_equal(loaded["copy"].numpy(), state["head.weight"].numpy())

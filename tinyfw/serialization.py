@@ -3,7 +3,9 @@ flat state dicts as ``.safetensors`` (chosen by the file name's ending).
 
 The file is an ordinary NumPy ``.npz`` archive: every array is one member (``a0``, ``a1``, ...)
 and the member ``__tinyfw__`` holds UTF-8 JSON describing the nested structure (dicts, lists,
-numbers, strings, and references to the arrays). No pickle anywhere: loading a file can never
+numbers, strings, and references to the arrays). An array saved under several names (a tied
+weight, listed by the state dict under both of its names) is stored once, and loading gives
+every name that same array. No pickle anywhere: loading a file can never
 run code. Writes go to a temporary file in the same directory, are flushed to disk, then renamed
 over the target, so an interrupted save leaves the previous file intact.
 
@@ -24,19 +26,28 @@ FORMAT = "tinyfw-checkpoint"
 VERSION = 1
 
 
-def _encode(obj, arrays):
-    if isinstance(obj, Tensor):
-        arrays.append(obj.numpy())
-        return {"__tensor__": len(arrays) - 1}
+def _array_index(data, to_numpy, arrays, index_of):
+    """The member number of ``data`` (a tensor's buffer, or an array): a new one, or the one the
+    same object already has."""
+    key = id(data)
+    if key not in index_of:
+        arrays.append(to_numpy())
+        index_of[key] = (len(arrays) - 1, data)     # keeps ``data`` alive: its id stays unique
+    return index_of[key][0]
+
+
+def _encode(obj, arrays, index_of):
+    if isinstance(obj, Tensor):          # tensors that share their data (detached views) share
+        return {"__tensor__": _array_index(obj.data, obj.numpy, arrays, index_of)}
     if isinstance(obj, np.ndarray):
-        arrays.append(obj)
-        return {"__array__": len(arrays) - 1}
+        return {"__array__": _array_index(obj, lambda: obj, arrays, index_of)}
     if isinstance(obj, dict):
-        return {"__dict__": [[_encode(k, arrays), _encode(v, arrays)] for k, v in obj.items()]}
+        return {"__dict__": [[_encode(k, arrays, index_of), _encode(v, arrays, index_of)]
+                             for k, v in obj.items()]}
     if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, arrays) for v in obj]}
+        return {"__tuple__": [_encode(v, arrays, index_of) for v in obj]}
     if isinstance(obj, list):
-        return [_encode(v, arrays) for v in obj]
+        return [_encode(v, arrays, index_of) for v in obj]
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
@@ -93,7 +104,7 @@ def save(obj, path):
     if _is_safetensors(path):
         return _save_safetensors(obj, path)
     arrays = []
-    meta = {"format": FORMAT, "version": VERSION, "tree": _encode(obj, arrays)}
+    meta = {"format": FORMAT, "version": VERSION, "tree": _encode(obj, arrays, {})}
     members = {f"a{i}": a for i, a in enumerate(arrays)}
     members["__tinyfw__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **members))
