@@ -234,7 +234,7 @@ def verdicts(records):
         for positional in POSITIONAL:
             usable = [(a, b) for a, b in pairs if (a, positional) in present
                       and (b, positional) in present]
-            if not usable:
+            if len(usable) < len(pairs):     # a claim is checked whole or not at all
                 continue
             diffs = {f"{a} - {b}": paired(records, a, b, positional) for a, b in usable}
             holds = all(np.mean(d) < 0 for d in diffs.values())
@@ -247,7 +247,15 @@ def verdicts(records):
 
 
 def markdown(corpus, records, rows, args_record, seconds):
-    fmt = lambda ms: f"{ms[0]:.3f} ± {ms[1]:.3f}"  # noqa: E731
+    def fmt(row):
+        mean, spread = row["final_val_loss"]
+        n = len(row["seeds"])
+        return f"{mean:.3f} ± {spread:.3f}" + ("" if n == len(args_record["seeds"])
+                                                else f" ({n} seed{'s' if n > 1 else ''})")
+
+    cpu = sum(r["cpu_seconds"] for r in records)
+    timing = (f"Wall time {seconds:.0f} s in {args_record['jobs']} processes; "
+              if seconds is not None else "")
     lines = [f"# Token mixers on character-level language modelling: {corpus} "
              "(demos/mixers_lm.py)", "",
              f"Settings: {args_record['n_layers']} pre-norm blocks, {args_record['n_heads']} heads, "
@@ -257,8 +265,8 @@ def markdown(corpus, records, rows, args_record, seconds):
              f"{args_record['lr']:g} (warm-up then cosine, `tinyfw.train`), seeds "
              f"{args_record['seeds']}; validation loss (nats per character) on the last 10% of "
              f"the corpus, {args_record['eval_iters']} fixed batches; mean ± sample standard "
-             f"deviation over seeds. Wall time {seconds:.0f} s in {args_record['jobs']} "
-             "processes.", "",
+             f"deviation over seeds. {timing}{cpu:.0f} CPU seconds over {len(records)} runs "
+             f"(about {cpu / 2 / 60:.1f} minutes on 2 quiet cores).", "",
              "| mixer | parameters | vs softmax | d_model | final val loss, learned positions "
              "| final val loss, no positions |", "|---|---|---|---|---|---|"]
     by = {(r["mixer"], r["positional"]): r for r in rows}
@@ -272,7 +280,13 @@ def markdown(corpus, records, rows, args_record, seconds):
                  if ref else "-")
         lines.append(f"| {mixer} ({MIXERS[mixer][2]}) | {first['parameters']:,} | {ratio} | "
                      f"{first['d_model']} | "
-                     + " | ".join(fmt(c["final_val_loss"]) if c else "-" for c in cells) + " |")
+                     + " | ".join(fmt(c) if c else "-" for c in cells) + " |")
+    grid = len(MIXERS) * len(POSITIONAL) * len(args_record["seeds"])
+    if len(records) < grid:
+        lines += ["", f"**Partial grid**: {len(records)} of the {grid} runs of the full grid are "
+                  "here (the others did not finish in the time this run had); a cell with "
+                  "fewer seeds says how many, a missing cell is '-', and a claim is checked only "
+                  "where all its mixers ran."]
     lines += ["", "Parameter counts are those with learned positions (no positions: "
               f"{args_record['context']} x d_model fewer).", "",
               "## The paper's ordering, checked here", "",
@@ -353,7 +367,10 @@ def save(corpus, records, args_record, seconds, out):
     """Write OUT_<corpus>.json, .md and .png; returns the summary rows."""
     rows = summarise(records)
     path = f"{out}_{corpus}"
-    report = {"corpus": corpus, "settings": args_record, "wall_seconds": round(seconds, 1),
+    complete = len(records) == len({(r["mixer"], r["positional"]) for r in records}) * len(
+        args_record["seeds"]) and len(rows) == len(MIXERS) * len(POSITIONAL)
+    report = {"corpus": corpus, "settings": args_record, "complete_grid": complete,
+              "wall_seconds": None if seconds is None else round(seconds, 1),
               "cpu_seconds": round(sum(r["cpu_seconds"] for r in records), 1),
               "summary": rows, "verdicts": verdicts(records), "runs": records}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -399,6 +416,9 @@ def parse_args(argv):
     p.add_argument("--work", default=None,
                    help="folder for the run folders (default: a temporary one, removed after); "
                         "finished runs found there are reused, so an interrupted grid resumes")
+    p.add_argument("--collect", action="store_true",
+                   help="train nothing: report the runs of the grid already finished in --work "
+                        "(an interrupted grid's partial results)")
     p.add_argument("--report", nargs="+", metavar="RESULTS_JSON",
                    help="rewrite the Markdown and plot of saved results without training")
     args = p.parse_args(argv)
@@ -423,6 +443,8 @@ def parse_args(argv):
     elif args.d_model // args.n_heads < 2:
         problems.append(f"--d-model {args.d_model} / --n-heads {args.n_heads} leaves heads "
                         "narrower than 2 (DPFP needs nu < head width)")
+    if args.collect and args.work is None:
+        problems.append("--collect needs --work, the folder of the finished runs")
     if problems:
         p.error("; ".join(problems))
     if args.out is None:
@@ -455,8 +477,8 @@ def main(argv=None):
                 continue
             data, text = source
             vocab_size = build_tokenizer("char", text).vocab_size
-            jobs = []
             print(f"{corpus}: {len(text):,} characters, {vocab_size} symbols")
+            cells = []
             for positional in args.positional:
                 for mixer in args.mixers:
                     settings, n, target = matched_settings(args, mixer, positional, vocab_size)
@@ -466,19 +488,23 @@ def main(argv=None):
                     if abs(n / target - 1) > MATCH_TOLERANCE:
                         raise SystemExit(f"mixers_lm: {mixer} has {n:,} parameters, more than "
                                          f"{MATCH_TOLERANCE:.0%} from softmax's {target:,}")
-                    for seed in args.seeds:
-                        jobs.append({"corpus": corpus, "data": data, "mixer": mixer,
-                                     "positional": positional, "seed": seed,
-                                     "settings": settings,
-                                     "out": os.path.join(work, f"{corpus}-{mixer}-{positional}"
-                                                               f"-s{seed}"),
-                                     **{k: getattr(args, k) for k in (
-                                         "steps", "batch_size", "lr", "eval_every",
-                                         "eval_iters")}})
+                    cells.append((mixer, positional, settings))
+            # Seed by seed: a grid cut short still has every cell, with fewer seeds.
+            jobs = [{"corpus": corpus, "data": data, "mixer": mixer, "positional": positional,
+                     "seed": seed, "settings": settings,
+                     "out": os.path.join(work, f"{corpus}-{mixer}-{positional}-s{seed}"),
+                     **{k: getattr(args, k) for k in ("steps", "batch_size", "lr", "eval_every",
+                                                      "eval_iters")}}
+                    for seed in args.seeds for mixer, positional, settings in cells]
+            if args.collect:
+                jobs = [j for j in jobs if os.path.exists(os.path.join(j["out"], "record.json"))]
+                print(f"{corpus}: {len(jobs)} finished runs in {work}")
+                if not jobs:
+                    continue
             start = time.perf_counter()
             records = run_jobs(jobs, args.jobs, print)
-            summaries[corpus] = save(corpus, records, record, time.perf_counter() - start,
-                                     args.out)
+            seconds = None if args.collect else time.perf_counter() - start
+            summaries[corpus] = save(corpus, records, record, seconds, args.out)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
