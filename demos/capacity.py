@@ -67,10 +67,10 @@ FULL = {1: (["softmax", "elu", "favor64", "favor128", "favor192", "dpfp1", "dpfp
         2: (["elu", "dpfp1", "dpfp2", "elu-delta", "dpfp1-delta", "dpfp2-delta"],
             list(range(20, 201, 20)))}
 # The configurations that complete the reduced sweep (``--completion``): in setting 1 FAVOR+ with
-# m = 192 (dimension 384) beside m = 64 and 128, and DPFP-3 (dimension 384) at 320 keys, where
-# DPFP-2 fails; in setting 2 the sum and the delta rule with DPFP-1 at S = 20 to 80.
+# m = 192 (dimension 384) beside m = 64 and 128, and DPFP-3 (dimension 384) at 160 keys and at
+# 320, where DPFP-2 fails; in setting 2 the sum and the delta rule with DPFP-1 at S = 20 to 80.
 COMPLETION = [(1, "favor192", [40, 80]), (2, "dpfp1", [20, 40, 60, 80]),
-              (2, "dpfp1-delta", [20, 40, 60, 80]), (1, "dpfp3", [320])]
+              (2, "dpfp1-delta", [20, 40, 60, 80]), (1, "dpfp3", [160, 320])]
 
 
 # ------------------------------------------------------------------------------------ the task

@@ -113,3 +113,53 @@ def test_setting_1_capacity_follows_the_feature_dimension():
     elu_80 = capacity.run(1, "elu", 80, **quiet)
     dpfp_80 = capacity.run(1, "dpfp1", 80, **quiet)
     assert not elu_80["solved"] and dpfp_80["solved"]
+
+
+def _plan(**flags):
+    import argparse
+    args = argparse.Namespace(**{"completion": False, "setting": None, "models": None,
+                                 "keys": None, **flags})
+    return capacity.planned_runs(args, capacity.REDUCED)
+
+
+def test_completion_plans_the_new_configurations_and_filters_them():
+    plan = _plan(completion=True)
+    assert (1, "dpfp3", 320) in plan and (1, "favor192", 80) in plan
+    for rule in ("dpfp1", "dpfp1-delta"):
+        assert [k for s, m, k in plan if s == 2 and m == rule] == [20, 40, 60, 80]
+    assert capacity.feature_dim("dpfp3") == 384 == capacity.feature_dim("favor192")
+    assert _plan(completion=True, setting=[2], models=["dpfp1"], keys=[60]) == [(2, "dpfp1", 60)]
+    # without --completion, --models and --keys replace the reduced sweep's lists
+    assert _plan(setting=[1], models=["elu"], keys=[7]) == [(1, "elu", 7)]
+    with pytest.raises(SystemExit):
+        capacity.main(["--full", "--completion"])
+
+
+def _committed():
+    path = os.path.join(os.path.dirname(_PATH), "results", "capacity.json")
+    import json
+    with open(path) as f:
+        return {(r["setting"], r["model"], r["keys"]): r for r in json.load(f)}
+
+
+def test_committed_sweep_holds_the_completed_rows():
+    rows = _committed()
+    required = [(1, "favor192", k) for k in (40, 80)] + [
+        (2, name, k) for name in ("dpfp1", "dpfp1-delta") for k in (20, 40, 60, 80)]
+    for key in required:
+        assert key in rows, key
+    for (setting, name, n_keys), r in rows.items():
+        assert r["feature_dim"] == capacity.feature_dim(name)
+        assert r["best_eval_loss"] <= r["final_eval_loss"] + 1e-12
+        assert r["solved"] == (r["best_eval_loss"] <= 1e-3)
+
+
+def test_committed_setting_2_sum_rule_error_grows_with_the_keys():
+    """Overwriting: the sum rule cannot, so its error grows with the number of keys; the delta
+    rule with the same feature map (DPFP-1) stays below it at every size."""
+    rows = _committed()
+    summed = [rows[(2, "dpfp1", s)]["best_eval_loss"] for s in (20, 40, 60, 80)]
+    delta = [rows[(2, "dpfp1-delta", s)]["best_eval_loss"] for s in (20, 40, 60, 80)]
+    assert all(a < b for a, b in zip(summed, summed[1:])), summed
+    assert all(d < s for d, s in zip(delta, summed)), (delta, summed)
+    assert rows[(2, "dpfp1-delta", 20)]["solved"] and not rows[(2, "dpfp1", 20)]["solved"]
