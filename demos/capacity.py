@@ -324,11 +324,10 @@ def main(argv=None):
         results.sort(key=lambda r: (r["setting"], r["model"], r["keys"]))
         save(results, args)
         return results
-    import numba
-    numba.set_num_threads(max(1, min(args.threads, numba.config.NUMBA_NUM_THREADS)))
-
     if args.full and args.completion:
         p.error("--full and --completion are two different sweeps: give one")
+    import numba
+    numba.set_num_threads(max(1, min(args.threads, numba.config.NUMBA_NUM_THREADS)))
     sweep = FULL if args.full else REDUCED
     max_steps = args.max_steps or (100_000 if args.full else 3000)
     for name in args.models or ():

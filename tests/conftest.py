@@ -8,6 +8,8 @@ simulator anyway).
 import os
 import shutil
 
+import pytest
+
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not (
         os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi")):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
@@ -49,3 +51,14 @@ def launch_path(monkeypatch, policy, path):
     if path == "split":
         force_helper_threads(monkeypatch)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _numba_threads_as_found():
+    """A test (or a demo it runs in-process, such as ``demos/capacity.py``) that sets Numba's
+    thread count leaves it as it found it: later tests' launch decisions depend on it."""
+    import numba
+    before = numba.get_num_threads()
+    yield
+    if numba.get_num_threads() != before:
+        numba.set_num_threads(before)
