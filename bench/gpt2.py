@@ -38,11 +38,13 @@ def _shapes(ctx):
 
 # Run in a fresh process: the resident-memory peak that loading the folder adds to an
 # interpreter that has imported tinyfw, against the size of the weights loaded.
+# The mark is VmHWM (bench/memory.py's maxrss_mb): ru_maxrss carries the parent's peak over fork +
+# exec, and the parent holds PyTorch's copy of the model, so ru_maxrss would hide the load.
 _LOAD_IN_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 import tinyfw
 from tinyfw.nn.models import LanguageModel
-peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from bench.memory import maxrss_mb as peak
 before = peak()
 t0 = time.perf_counter()
 model = LanguageModel.from_pretrained(sys.argv[1])
@@ -54,7 +56,7 @@ print(json.dumps({"load_s": seconds, "load_peak_mb": peak() - before, "weights_m
 
 def load_in_child(folder):
     """{'load_s', 'load_peak_mb', 'weights_mb'} of ``from_pretrained(folder)`` in a new process
-    (ru_maxrss is a high-water mark: in this process the models built before would hide it)."""
+    (the peak is a high-water mark: in this process the models built before would hide it)."""
     import json
     import subprocess
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
