@@ -13,8 +13,8 @@ so that a float32 model is solved in float32 as it is trained, and a float64 one
 - ``softmax_cross_entropy_rows``: per row of logits, the max, the exps, their sum and the loss
   in one pass while the row is in cache (and ``p - y`` in place of the logits for the
   gradient), where NumPy makes a temporary per step over the whole block. The exp is a
-  vectorisable one (``_exp_float64``, ``_exp_float32``; libm's ``exp`` is a scalar call per
-  element); it agrees with ``np.exp`` to 1-2 ulp in float64 and to 1e-7 in float32. It first adds the product of a sparse
+  vectorisable one (``_exp_float64`` here, ``fastmath.exp_float32``; libm's ``exp`` is a scalar
+  call per element); it agrees with ``np.exp`` to 1-2 ulp in float64 and to 1e-7 in float32. It first adds the product of a sparse
   matrix with a weight matrix to the row (``sparse``), for the columns of the features that
   are mostly zero (``sparse_column_mask``): the radial context of cipher vectors has ~4 non-zero
   entries in 108, and one row of W per non-zero entry costs far less than BLAS's dense product
@@ -37,6 +37,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from .core_kernels import embedding_backward
+from .fastmath import exp_float32
 from .runtime import launch
 
 __all__ = ["target_counts", "softmax_cross_entropy_rows", "offset_choices", "choice_counts",
@@ -256,63 +257,17 @@ def _exp_float64(u):
     return p * two_n if u >= _EXP_MIN else 0.0
 
 
-@intrinsic
-def _float32_from_bits(typingctx, bits):
-    """The float32 whose IEEE bit pattern is the low 32 bits of the integer ``bits``."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        word = args[0]
-        if bits.bitwidth != 32:
-            word = builder.trunc(word, llvm_ir.IntType(32))
-        return builder.bitcast(word, llvm_ir.FloatType())
-    return types.float32(bits), codegen
-
-
-# The same method in float32 (every constant a float32, so no step widens to float64): ln 2 in
-# two parts, the first with 12 significant bits (Cephes' expf constants), and exp(r) by its
-# Taylor series to r^7 (remainder < 1e-8 relative for |r| <= ln 2 / 2).
-_LOG2_E_32 = np.float32(_LOG2_E)
-_LN2_HI_32 = np.float32(0.693359375)
-_LN2_LO_32 = np.float32(-2.12194440e-4)
-_EXP_MIN_32 = np.float32(-87.0)           # exp(-87) = 1.6e-38, still a normal float32
-_HALF_32 = np.float32(0.5)
-_BIAS_32 = np.float32(127.0)
-_MANTISSA_BITS_32 = np.int32(23)
-_ZERO_32 = np.float32(0.0)
-_EXP_TAYLOR_32 = tuple(np.float32(1.0 / math.factorial(k)) for k in range(8))
-
-
-@njit(cache=True, fastmath={"contract"})
-def _exp_float32(u):
-    """exp(u) of a float32, as ``_exp_float64`` in float32 arithmetic: 0 below -87 and for NaN;
-    within 1e-7 relative of the true value above."""
-    uc = u if u >= _EXP_MIN_32 else _EXP_MIN_32
-    n = np.floor(uc * _LOG2_E_32 + _HALF_32)
-    r = (uc - n * _LN2_HI_32) - n * _LN2_LO_32
-    c = _EXP_TAYLOR_32
-    p = c[7]
-    p = c[6] + r * p
-    p = c[5] + r * p
-    p = c[4] + r * p
-    p = c[3] + r * p
-    p = c[2] + r * p
-    p = c[1] + r * p
-    p = c[0] + r * p
-    two_n = _float32_from_bits(np.int32(n + _BIAS_32) << _MANTISSA_BITS_32)
-    return p * two_n if u >= _EXP_MIN_32 else _ZERO_32
-
-
 def _exp(u):
     """exp of a float32 or float64 scalar in its own precision, inside compiled code."""
     raise NotImplementedError("_exp is for compiled (Numba) code")
 
 
-@overload(_exp)
+# Compiled as a function of its own (LLVM still inlines and vectorises it), so that, as for
+# ``_exp_float64``, the callers' reassociating sums cannot merge the two parts of ln 2.
+@overload(_exp, jit_options={"fastmath": {"contract"}})
 def _exp_by_type(u):
     if u == types.float32:
-        return lambda u: _exp_float32(u)
+        return lambda u: exp_float32(u)
     if u == types.float64:
         return lambda u: _exp_float64(u)
     return None
