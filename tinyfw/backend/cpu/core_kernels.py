@@ -298,9 +298,9 @@ def embedding_backward(ids, dout, num_embeddings):
 # ----------------------------------------------------------------------------------------------
 # Two evaluations of the same formulas (see the reference):
 #
-# - float64 inputs, and the tanh form: each element in float64 with libm's erf / exp / tanh,
-#   rounded once on store. Exact to rounding (the gradchecks need that), but scalar: LLVM cannot
-#   vectorise a libm call, so it costs ~12 ns per element.
+# - float64 inputs: each element in float64 with libm's erf / exp / tanh, rounded once on
+#   store. Exact to rounding (the gradchecks need that), but scalar: LLVM cannot vectorise a
+#   libm call, so it costs ~12 ns per element.
 # - float32 inputs, erf form (what the GPT MLP uses): a float32 evaluation written so that LLVM
 #   vectorises the loop (8 lanes on AVX2): no library calls, no branches that cannot become
 #   selects, no float64. Phi(x) comes from erfc, never from 1 + erf, so the negative tail keeps
@@ -317,6 +317,14 @@ def embedding_backward(ids, dout, num_embeddings):
 #   x = -0.75, where any float32 evaluation cancels; the error survey is in bench/NOTES.md).
 #   inf, -inf and NaN give what the reference gives (GELU(-inf) = -inf * 0 = NaN there).
 #   The loops run 8 lanes wide with FMA, several times faster than the scalar libm loop.
+# - float32 inputs, tanh form (GPT-2's ``gelu_new``), the same way: 1 + tanh(u) = 2 sigma(2u),
+#   so GELU(x) = x sigma(2u) with u = sqrt(2/pi) (x + kappa x^3), and with e = exp(-2|u|) <= 1
+#
+#       sigma(2|u|) = 1 / (1 + e),    1 - sigma(2|u|) = e / (1 + e)
+#
+#   both gates keep their relative accuracy in their own tail (no 1 - tanh cancellation), and
+#   the backward is sigma + 2 x sigma (1 - sigma) du/dx. Non-finite x gives NaN in the backward,
+#   as the reference's 0 * inf does.
 #
 # Two Numba options make the float32 loops vectorise; both keep IEEE inf/NaN semantics:
 # ``error_model="numpy"`` drops the ZeroDivisionError check of ``1 / (1 + z / 2)`` (its
@@ -343,6 +351,42 @@ def _normal_cdf_float32(x):
         c[7] + t * (c[8] + t * c[9]))))))))
     half_erfc = _HALF32 * t * _exp_float32(p - _HALF32 * x * x)   # z^2 = x^2 / 2
     return half_erfc if x < _ZERO32 else _ONE32 - half_erfc
+
+
+_SQRT_2_OVER_PI32, _KAPPA32 = _F32(SQRT_2_OVER_PI), _F32(GELU_KAPPA)
+_TWO32, _THREE32 = _F32(2.0), _F32(3.0)
+
+
+@njit(inline="always", fastmath={"contract"})
+def _tanh_gates_float32(x):
+    """(sigma(2u), 1 - sigma(2u)) for u = sqrt(2/pi) (x + kappa x^3) (see the section comment)."""
+    u = _SQRT_2_OVER_PI32 * (x + _KAPPA32 * x * x * x)
+    e = _exp_float32(-_TWO32 * abs(u))             # 0 for an infinite or NaN u
+    big = _ONE32 / (_ONE32 + e)
+    small = e * big
+    return (big, small) if u >= _ZERO32 else (small, big)
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+def _gelu_tanh_forward_float32_elements(x, y, start, stop):
+    x, y = x[start:stop], y[start:stop]
+    for i in range(x.shape[0]):
+        gate, _ = _tanh_gates_float32(x[i])
+        y[i] = x[i] * gate
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+def _gelu_tanh_backward_float32_elements(x, dy, dx, start, stop):
+    x, dy, dx = x[start:stop], dy[start:stop], dx[start:stop]
+    for i in range(x.shape[0]):
+        v = x[i]
+        gate, rest = _tanh_gates_float32(v)
+        du_dx = _SQRT_2_OVER_PI32 * (_ONE32 + _THREE32 * _KAPPA32 * v * v)
+        # gate * rest == 0 (|u| past exp's range): the term is 0, as the reference's
+        # (1 - t^2) = 0, even where du_dx overflows; v - v is NaN for an infinite or NaN v
+        gate_slope = gate * rest
+        slope = _ZERO32 if gate_slope == _ZERO32 else _TWO32 * v * gate_slope * du_dx
+        dx[i] = dy[i] * (gate + slope + (v - v))
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
@@ -385,8 +429,10 @@ def _gelu_backward_elements(x, dy, use_tanh, dx, start, stop):
             dx[i] = dy[i] * (cdf + v * pdf)
 
 
-def _fast_float32_gelu(x, approximate):
-    return x.dtype == np.float32 and approximate == "none"
+_FLOAT32_GELU = {"none": (_gelu_erf_forward_float32_elements,
+                           _gelu_erf_backward_float32_elements),
+                  "tanh": (_gelu_tanh_forward_float32_elements,
+                           _gelu_tanh_backward_float32_elements)}
 
 
 def gelu_forward(x, approximate):
@@ -395,8 +441,8 @@ def gelu_forward(x, approximate):
     xf = np.ascontiguousarray(x).reshape(-1)
     y = np.empty_like(xf)
     n = xf.shape[0]
-    if _fast_float32_gelu(xf, approximate):
-        launch.run(launch.ROWS, _gelu_erf_forward_float32_elements, (xf, y), n, n)
+    if xf.dtype == np.float32:
+        launch.run(launch.ROWS, _FLOAT32_GELU[approximate][0], (xf, y), n, n)
     else:
         launch.run(launch.ROWS, _gelu_forward_elements, (xf, approximate == "tanh", y), n, n)
     return y.reshape(x.shape)
@@ -410,8 +456,8 @@ def gelu_backward(x, dy, approximate):
     dyf = np.ascontiguousarray(dy).reshape(-1)
     dx = np.empty_like(xf)
     n = xf.shape[0]
-    if _fast_float32_gelu(xf, approximate):
-        launch.run(launch.ROWS, _gelu_erf_backward_float32_elements, (xf, dyf, dx), n, n)
+    if xf.dtype == np.float32:
+        launch.run(launch.ROWS, _FLOAT32_GELU[approximate][1], (xf, dyf, dx), n, n)
     else:
         launch.run(launch.ROWS, _gelu_backward_elements, (xf, dyf, approximate == "tanh", dx),
                    n, n)
