@@ -1,10 +1,9 @@
 """Numba kernels for softmax attention (same names and meaning as
 ``backend/reference/attention.py``, which documents the math and the causal ``offset``).
 
-Two paths, chosen by length (``DENSE_MAX_LENGTH``, 8192):
+Two paths, chosen by length (``DENSE_MAX_LENGTH``, 128):
 
-- contexts up to 8192 (W1's T = 64, GPT-2's 1024): the dense path, one head at a time, one
-  block of queries at a time: scores
+- short contexts (W1: T = 64): the dense path, one head at a time as whole tiles: scores
   ``scale k q^T`` with BLAS (``runtime/blas.gemm``), the causal mask as a select, the softmax with
   vectorised loops (float32 exp from ``fastmath.exp_float32``, float64 keeps libm), then
   ``p v`` (backward: ``p^T do``, ``do v^T``, ``ds^T q``, ``ds k``) with BLAS. BLAS reads the
@@ -14,7 +13,7 @@ Two paths, chosen by length (``DENSE_MAX_LENGTH``, 8192):
   so at T = 64 a quarter of the products (the fully masked upper-right block) is skipped. The
   smaller GEMMs run less efficiently, so this saves only about 5%; smaller blocks gain nothing
   more.
-- longer contexts: the row loops below, memory ``O(L)`` per thread.
+- long contexts: the row loops below, memory ``O(L)`` per thread.
 
 The row path uses plain loops, not ``np.dot`` per head (why: at the end of this docstring).
 
@@ -56,12 +55,11 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _FASTMATH_DENSE = {"contract"}
 
 
-# Up to this many keys (and queries) per head the dense path runs. Its tiles are (Lk, one query
-# block), 4 * 8192 * 32 bytes = 1 MiB in float32 at the limit, so its memory is O(L) per thread
-# like the row loops', and BLAS on the tiles beats the row loops at every length measured, 64 to
-# 4096 (bench/NOTES.md, "Dense path"). Longer contexts take the row path. Tests set it to 0 or a
-# huge value to run both paths.
-DENSE_MAX_LENGTH = 8192
+# Up to this many keys (and queries) per head the dense path runs: the (Lk, Lq) score tile of a
+# head, 4 * 128 * 128 bytes = 64 KiB in float32, fits in L2, and BLAS on whole tiles beats the
+# row loops even though it also computes the masked upper triangle. Longer contexts take the row
+# path, whose memory stays O(L) per thread. Tests set it to 0 or a huge value to run both paths.
+DENSE_MAX_LENGTH = 128
 
 # The dense path works on blocks of this many queries: a causal block sees only the keys up to
 # its last query, so the masked upper triangle is skipped block by block (see the dense kernels).
@@ -162,8 +160,8 @@ def _attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk
         dv[b, h] = dvb
 
 
-# The dense path, for contexts up to DENSE_MAX_LENGTH (Lq, Lk): per head and block of queries,
-# the score tile with BLAS, the softmax with vectorised loops, the output (and in the backward the four
+# The dense path, for short contexts (Lq, Lk <= DENSE_MAX_LENGTH): per head, the whole score
+# tile with BLAS, the softmax with vectorised loops, the output (and in the backward the four
 # gradient products) again with BLAS. The products read the heads where they lie and write the
 # outputs in place (``blas.gemm`` passes each view's row stride to BLAS): no per-head copies of
 # q, k, v, do, and the scale, the accumulation of dk and dv over query blocks and dq's scale
