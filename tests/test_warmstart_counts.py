@@ -526,37 +526,17 @@ def solve_with_the_definitions(monkeypatch, model, ids, targets):
         return explicit_train(model, ids, targets, rounds=1, eps=0.1, keep_best=False)
 
 
-def test_explicit_train_language_model_matches_the_original_and_the_references(monkeypatch):
-    """A float64 SAFULanguageModel with cipher vectors: the same stage losses and parameters as
-    the original solve, and the same again with every kernel swapped for its NumPy
-    definition, to float64 rounding."""
-    model, ids, targets = zipf_language_model_problem(np.float64)
-    new = model()
-    report = explicit_train(new, ids, targets, rounds=1, eps=0.1, keep_best=False)
-    old = model()
-    with no_grad():
-        X = old.layer_inputs(fw.tensor(ids), 0).numpy()
-    stages = original_explicit_train_safu(old.layers[0], X, targets, 1, eps=0.1)
-    np.testing.assert_allclose([s[1] for s in report["layers"][0]["stages"]],
-                               [s[1] for s in stages], rtol=1e-12)
-    a, b = params(new), params(old)
-    for name in b:
-        np.testing.assert_allclose(a[name], b[name], rtol=1e-10, atol=1e-12, err_msg=name)
-    again = model()
-    report_ref = solve_with_the_definitions(monkeypatch, again, ids, targets)
-    np.testing.assert_allclose(report_ref["loss"], report["loss"], rtol=1e-12)
-    c = params(again)
-    for name in a:
-        np.testing.assert_allclose(c[name], a[name], rtol=1e-10, atol=1e-12, err_msg=name)
-    assert np.abs(a["layers.0.w_a"]).max() > 0                # the attention was solved
-
-
-def test_float32_language_model_is_solved_in_float32_as_the_float64_one(monkeypatch):
-    """The default float32 model: its passes run in float32 (a float32 logits block), and its
-    stage losses and parameters agree with the float64 solve of the same numbers (the original
-    procedure) to float32 rounding; with the NumPy definitions (float64 math on the same
-    float32 inputs) likewise."""
-    model, ids, targets = zipf_language_model_problem(np.float32)
+@pytest.mark.parametrize("dtype, loss_rtol, param_tol", [
+    (np.float64, 1e-12, dict(rtol=1e-10, atol=1e-12)),
+    # float32 passes: float32 sums of exps, and the parameters' last float32 bit (~6e-8)
+    (np.float32, 1e-6, dict(rtol=1e-5, atol=1e-6))])
+def test_language_model_solve_matches_the_original_and_the_definitions(monkeypatch, dtype,
+                                                                         loss_rtol, param_tol):
+    """A SAFULanguageModel with cipher vectors, float64 and the default float32: its passes run
+    in its own dtype (the logits blocks), and its stage losses and parameters are those of the
+    original (float64) solve of the same numbers, and of the solve with every kernel swapped
+    for its NumPy definition, to the rounding of that dtype."""
+    model, ids, targets = zipf_language_model_problem(dtype)
     new = model()
     seen = []
     original_rows = kernels.softmax_cross_entropy_rows
@@ -567,20 +547,20 @@ def test_float32_language_model_is_solved_in_float32_as_the_float64_one(monkeypa
     with monkeypatch.context() as patch:
         patch.setattr(kernels, "softmax_cross_entropy_rows", recording_rows)
         report = explicit_train(new, ids, targets, rounds=1, eps=0.1, keep_best=False)
-    assert seen and set(seen) == {np.dtype(np.float32)}
+    assert seen and set(seen) == {np.dtype(dtype)}
     old = model()
     with no_grad():
         X = old.layer_inputs(fw.tensor(ids), 0).numpy()
     stages = original_explicit_train_safu(old.layers[0], X, targets, 1, eps=0.1)
     np.testing.assert_allclose([s[1] for s in report["layers"][0]["stages"]],
-                               [s[1] for s in stages], rtol=1e-6)
+                               [s[1] for s in stages], rtol=loss_rtol)
     a, b = params(new), params(old)
-    for name in b:          # float32 parameters: rounding of their last bit, ~6e-8 relative
-        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    for name in b:
+        np.testing.assert_allclose(a[name], b[name], err_msg=name, **param_tol)
     again = model()
     report_ref = solve_with_the_definitions(monkeypatch, again, ids, targets)
-    np.testing.assert_allclose(report_ref["loss"], report["loss"], rtol=1e-6)
+    np.testing.assert_allclose(report_ref["loss"], report["loss"], rtol=loss_rtol)
     c = params(again)
     for name in a:
-        np.testing.assert_allclose(c[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(c[name], a[name], err_msg=name, **param_tol)
     assert np.abs(a["layers.0.w_a"]).max() > 0                # the attention was solved
