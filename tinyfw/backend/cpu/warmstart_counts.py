@@ -14,8 +14,8 @@ so that a float32 model is solved in float32 as it is trained, and a float64 one
   in one pass while the row is in cache (and ``p - y`` in place of the logits for the
   gradient), where NumPy makes a temporary per step over the whole block. The exp is a
   vectorisable one (``_exp_float64`` here, ``fastmath.exp_float32``; libm's ``exp`` is a scalar
-  call per element); it agrees with ``np.exp`` to 1-2 ulp in float64 and to 1e-7 in float32. It first adds the product of a sparse
-  matrix with a weight matrix to the row (``sparse``), for the columns of the features that
+  call per element); it agrees with ``np.exp`` to 1-2 ulp in float64 and to 1e-7 in float32.
+  It first adds the product of a sparse matrix with a weight matrix to the row (``sparse``), for the columns of the features that
   are mostly zero (``sparse_column_mask``): the radial context of cipher vectors has ~4 non-zero
   entries in 108, and one row of W per non-zero entry costs far less than BLAS's dense product
   over all columns (bench/README.md, "Explicit SAFU solve", has the figures).
@@ -61,8 +61,8 @@ LARGE_ARRAY_BYTES = 32 << 20
 
 
 def large_empty(shape, dtype=np.float64):
-    """An uninitialised float array (float64 or float32); one of ``LARGE_ARRAY_BYTES`` or more on its own anonymous
-    mapping marked for transparent huge pages (``MADV_HUGEPAGE``, where the system has them).
+    """An uninitialised float array (float64 or float32); one of ``LARGE_ARRAY_BYTES`` or more
+    on its own anonymous mapping marked for transparent huge pages (``MADV_HUGEPAGE``, where the system has them).
 
     The solve's feature matrices (100-150 MB) are allocated a few times per solve, above
     malloc's mmap threshold (``runtime/environment.py``: 32 MB), so each comes fresh from the
@@ -290,8 +290,9 @@ def _in_dtype_of_by_type(x, value):
 
 # ----------------------------------------------------------------------------------------------
 # Row helpers, for float32 and float64 rows (sums and scale factors in the row's dtype, so
-# that float32 rows vectorise 8 or 16 to a register): each a loop LLVM vectorises on its own (an in-place exp and a reduction in one
-# loop would not be: the exp's output aliases its input, and the sum needs reassociation).
+# that float32 rows vectorise 8 or 16 to a register): each a loop LLVM vectorises on its own
+# (an in-place exp and a reduction in one loop would not be: the exp's output aliases its
+# input, and the sum needs reassociation).
 # They are separate compiled functions, not inline="always": Numba inlines those into the
 # caller's IR, where the caller's fastmath flags (none) replace theirs and the reductions would
 # stay scalar.
