@@ -62,7 +62,8 @@ LARGE_ARRAY_BYTES = 32 << 20
 
 def large_empty(shape, dtype=np.float64):
     """An uninitialised float array (float64 or float32); one of ``LARGE_ARRAY_BYTES`` or more
-    on its own anonymous mapping marked for transparent huge pages (``MADV_HUGEPAGE``, where the system has them).
+    on its own anonymous mapping marked for transparent huge pages (``MADV_HUGEPAGE``, where the
+    system has them).
 
     The solve's feature matrices (100-150 MB) are allocated a few times per solve, above
     malloc's mmap threshold (``runtime/environment.py``: 32 MB), so each comes fresh from the
