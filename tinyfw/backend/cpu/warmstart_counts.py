@@ -17,8 +17,9 @@ so that a float32 model is solved in float32 as it is trained, and a float64 one
   call per element); it agrees with ``np.exp`` to 1-2 ulp in float64 and to 1e-7 in float32.
   It first adds the product of a sparse matrix with a weight matrix to the row (``sparse``),
   for the columns of the features that are mostly zero (``sparse_column_mask``): the radial
-  context of cipher vectors has ~4 non-zero entries in 108, and one row of W per non-zero entry costs far less than BLAS's dense product
-  over all columns (bench/README.md, "Explicit SAFU solve", has the figures).
+  context of cipher vectors has ~4 non-zero entries in 108, and one row of W per non-zero
+  entry costs far less than BLAS's dense product over all columns (bench/README.md, "Explicit
+  SAFU solve", has the figures).
 - ``offset_choices``: the argmin over the block window of ``x_{t-k} . g_t``, every position
   independently.
 - ``choice_counts``: ``F = sum_t x_t x_{t - k*(t)}^T`` over the kept positions; threads own
