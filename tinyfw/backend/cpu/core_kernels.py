@@ -300,7 +300,7 @@ def embedding_backward(ids, dout, num_embeddings):
 #
 # - float64 inputs: each element in float64 with libm's erf / exp / tanh, rounded once on
 #   store. Exact to rounding (the gradchecks need that), but scalar: LLVM cannot vectorise a
-#   libm call, so it costs ~12 ns per element.
+#   libm call, so the loop runs one element at a time (bench/NOTES.md has the timings).
 # - float32 inputs, erf form (what the GPT MLP uses): a float32 evaluation written so that LLVM
 #   vectorises the loop (8 lanes on AVX2): no library calls, no branches that cannot become
 #   selects, no float64. Phi(x) comes from erfc, never from 1 + erf, so the negative tail keeps
@@ -316,7 +316,7 @@ def embedding_backward(ids, dout, num_embeddings):
 #   reference, forward and backward (the backward's worst case is at the root of Phi + x phi near
 #   x = -0.75, where any float32 evaluation cancels; the error survey is in bench/NOTES.md).
 #   inf, -inf and NaN give what the reference gives (GELU(-inf) = -inf * 0 = NaN there).
-#   The loops run 8 lanes wide with FMA, several times faster than the scalar libm loop.
+#   The loops run 8 lanes wide with FMA.
 # - float32 inputs, tanh form (GPT-2's ``gelu_new``), the same way: 1 + tanh(u) = 2 sigma(2u),
 #   so GELU(x) = x sigma(2u) with u = sqrt(2/pi) (x + kappa x^3), and with e = exp(-2|u|) <= 1
 #
