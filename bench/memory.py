@@ -4,6 +4,10 @@
     -> {"case": "W1", "impl": "tinyfw", "import_mb": ..., "peak_mb": ...}
     python bench/memory.py W1 torch --threads 2 --time-steps 10
     -> the same plus "step_ms": [...], ten timed steps after three warm-up steps
+    python bench/memory.py W1L tinyfw --config '{"d_model": 384, ...}' --batch 8 --time-steps 4
+    -> the user-written GPT (bench/user_gpt.py; PyTorch: torch_peers.GPT) at other sizes
+    python bench/memory.py W4 torch
+    -> causal softmax attention forward + backward, B=4, H=4, D=64, L=4096 (256 with --quick)
 
 W1's isolated timing uses ``--time-steps``: in one process, the thread pools of NumPy's BLAS,
 Numba and PyTorch slow each other down (an idle pool keeps spinning for a while after its last
@@ -43,18 +47,31 @@ def maxrss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2 ** 20
 
 
-def build(case, impl, quick):
+def build(case, impl, quick, config=None, batch=None):
     """The callable that does one repetition of ``case`` with ``impl``. The torch child never
-    imports tinyfw (``bench.inputs`` is plain NumPy), the tinyfw child never imports torch."""
-    from bench.inputs import GPT, GPT_BATCH, fast_weight_inputs, gpt_ids
-    if case == "W1":
-        batch = 2 if quick else GPT_BATCH
-        ids = gpt_ids(GPT, batch)
+    imports tinyfw (``bench.inputs`` is plain NumPy), the tinyfw child never imports torch.
+    ``config`` / ``batch``: the GPT's sizes and batch for W1, W1u and W1L (default W1's)."""
+    from bench.inputs import GPT, GPT_BATCH, attention_inputs, fast_weight_inputs, gpt_ids
+    if case in ("W1", "W1u", "W1L"):
+        cfg = dict(GPT) if config is None else dict(config)
+        if batch is None:
+            batch = 2 if quick else GPT_BATCH
+        ids = gpt_ids(cfg, batch)
         if impl == "torch":
             from bench import torch_peers as tp
-            return tp.gpt_step_case(dict(GPT), batch, ids)
-        from bench.workloads import tinyfw_gpt_step
-        return tinyfw_gpt_step(dict(GPT), ids)
+            return tp.gpt_step_case(cfg, batch, ids)
+        if case == "W1":
+            from bench.workloads import tinyfw_gpt_step
+            return tinyfw_gpt_step(cfg, ids)
+        from bench.user_gpt import train_step
+        return train_step(cfg, ids)
+    if case == "W4":
+        a = attention_inputs(256 if quick else 4096)
+        if impl == "torch":
+            from bench import torch_peers as tp
+            return tp.attention_case(a)
+        from bench.workloads import op_attention_step
+        return op_attention_step(a)
     rule, form = case.split("-")[1:]
     a = fast_weight_inputs(256 if quick else 4096)
     if impl == "torch":
@@ -70,13 +87,19 @@ def build(case, impl, quick):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("case", choices=("W1", "W3-delta-recurrent", "W3-delta-chunked",
-                                    "W3-sum-recurrent", "W3-sum-chunked"))
+    p.add_argument("case", choices=("W1", "W1u", "W1L", "W3-delta-recurrent",
+                                    "W3-delta-chunked", "W3-sum-recurrent", "W3-sum-chunked",
+                                    "W4"))
     p.add_argument("impl", choices=("tinyfw", "torch"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--time-steps", type=int, default=0,
                    help="also time this many steps (after 3 warm-up steps), wall clock, ms")
+    p.add_argument("--config", type=json.loads, default=None, metavar="JSON",
+                   help="the GPT's sizes for W1/W1u/W1L, a JSON object (vocab_size, "
+                   "context_length, n_layers, n_heads, d_model); default W1's")
+    p.add_argument("--batch", type=int, default=None,
+                   help="the GPT's batch for W1/W1u/W1L (default W1's; 2 with --quick)")
     p.add_argument("--repeats", type=int, default=None,
                    help="repetitions after the build (default 2; 1 for PyTorch's token loop, "
                    "which takes minutes at L=4096)")
@@ -89,7 +112,7 @@ def main(argv=None):
         from bench.harness import set_threads
         set_threads(args.threads)
     try:
-        step = build(args.case, args.impl, args.quick)
+        step = build(args.case, args.impl, args.quick, args.config, args.batch)
     except (ImportError, AttributeError) as e:
         print(json.dumps({"case": args.case, "impl": args.impl, "missing": f"not available "
                           f"yet: {getattr(e, 'name', None) or e}"}))

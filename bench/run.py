@@ -25,7 +25,7 @@ DEFAULT_OUT = os.path.join("runs", "bench")
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="tinyfw bench", description="Time the standard workloads W1-W9 for tinyfw, the "
+        prog="tinyfw bench", description="Time the standard workloads W1-W11 for tinyfw, the "
         "NumPy reference path and PyTorch (when importable), side by side.")
     p.add_argument("--only", metavar="W1,W5", default=None,
                    help="comma-separated workload ids to run (default: all)")
@@ -59,12 +59,14 @@ def select(only):
     from bench.workloads import WORKLOADS
     if not only:
         return list(WORKLOADS)
-    wanted = [w.strip().upper() for w in only.split(",") if w.strip()]
-    unknown = [w for w in wanted if w not in WORKLOADS]
+    by_name = {w.upper(): w for w in WORKLOADS}          # W1u, W1L: any case on the command line
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    unknown = [w for w in wanted if w.upper() not in by_name]
     if unknown:
         raise SystemExit(f"tinyfw bench: unknown workload(s) {', '.join(unknown)}; "
                          f"choose from {', '.join(WORKLOADS)}")
-    return [w for w in WORKLOADS if w in wanted]
+    chosen = {by_name[w.upper()] for w in wanted}
+    return [w for w in WORKLOADS if w in chosen]
 
 
 def load_torch_peers(disabled, threads):
@@ -192,7 +194,7 @@ def summary(row):
     """The derived figures of a row, as a short text."""
     m, parts = row.get("metrics", {}), []
     wid = row["id"]
-    if wid == "W1":
+    if wid in ("W1", "W1u", "W1L"):
         for name in ("tinyfw", "torch", "reference"):
             if f"{name}_pct_peak" in m:
                 parts.append(f"{name} {m[f'{name}_pct_peak']:.0f}% of peak, "

@@ -84,7 +84,12 @@ class Block(tnn.Module):
 
 
 class GPT(tnn.Module):
-    """nanoGPT's model: token + position embeddings, pre-norm blocks, final LayerNorm, head."""
+    """nanoGPT's model: token + position embeddings, pre-norm blocks, final LayerNorm, head.
+
+    With mixer 'softmax' this is the PyTorch twin of ``bench/user_gpt.py`` (W1u, W1L): the same
+    layers, the same split / view / transpose around ``scaled_dot_product_attention`` and the
+    same initialisation, written as a PyTorch user writes it; with the same weights the two give
+    the same loss and gradients (to float32 rounding)."""
 
     def __init__(self, vocab_size, context_length, n_layers, n_heads, d_model, mixer="softmax"):
         super().__init__()

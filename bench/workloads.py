@@ -231,6 +231,19 @@ def w1(ctx):
     if ctx.quick:
         batch = 2
     ids = gpt_ids(cfg, batch)
+    metrics = gpt_step_metrics(ctx, cfg, batch)
+    row = ctx.compare("W1", f"GPT train step (B={batch}, T={cfg['context_length']})", {
+        "tinyfw": lambda: tinyfw_gpt_step(cfg, ids, device=ctx.device),
+        "reference": ctx.reference_builder(lambda: tinyfw_gpt_step(cfg, ids)),
+        "torch": ctx.torch_builder(lambda: ctx.tp.gpt_step_case(cfg, batch, ids, ctx.device)),
+    }, metrics=metrics)
+    return [row, w1_isolated(ctx, metrics)]
+
+
+def gpt_step_metrics(ctx, cfg, batch):
+    """``metrics(ms)`` for a GPT training step: tokens/s and the share of the matmul peak of each
+    implementation, from ``gpt_train_flops`` (6 x tokens x Linear parameters + the attention
+    products)."""
     flops = gpt_train_flops(cfg, batch)
     tokens = batch * cfg["context_length"]
 
@@ -242,25 +255,20 @@ def w1(ctx):
                 out[f"{name}_pct_peak"] = 100 * flops / (t / 1e3) / (ctx.peak_gflops * 1e9)
         out["gflop_per_step"] = flops / 1e9
         return out
-
-    row = ctx.compare("W1", f"GPT train step (B={batch}, T={cfg['context_length']})", {
-        "tinyfw": lambda: tinyfw_gpt_step(cfg, ids, device=ctx.device),
-        "reference": ctx.reference_builder(lambda: tinyfw_gpt_step(cfg, ids)),
-        "torch": ctx.torch_builder(lambda: ctx.tp.gpt_step_case(cfg, batch, ids, ctx.device)),
-    }, metrics=metrics)
-    return [row, w1_isolated(ctx, metrics)]
+    return metrics
 
 
-def w1_isolated(ctx, metrics, rounds=3, steps=10):
-    """W1 with each implementation alone in a fresh process (``bench/memory.py --time-steps``),
-    the processes alternating over ``rounds``; the figure is the median of all timed steps.
+def w1_isolated(ctx, metrics, rounds=3, steps=10, wid="W1", child_args=()):
+    """W1 (or ``wid``: W1u, W1L) with each implementation alone in a fresh process
+    (``bench/memory.py --time-steps``; ``child_args`` adds the child's size options), the
+    processes alternating over ``rounds``; the figure is the median of all timed steps.
 
     In the one-process comparison above, the thread pools of NumPy's BLAS, Numba and PyTorch
     slow each other down: a pool that has just worked keeps spinning for a while on the cores
     the next implementation needs. Measured on 2 cores: the PyTorch W1 step took 62-75 ms alone
     and 130 ms alternating with tinyfw in one process, and tinyfw 73 ms alone against 115 ms.
     """
-    row = new_row("W1", "GPT train step, each alone in its own process")
+    row = new_row(wid, "GPT train step, each alone in its own process")
     peers = ["tinyfw"] + (["torch"] if ctx.tp is not None and ctx.device == "cpu" else [])
     if ctx.tp is None:
         row["missing"]["torch"] = ctx.torch_reason or "torch is not importable"
@@ -272,8 +280,9 @@ def w1_isolated(ctx, metrics, rounds=3, steps=10):
         for impl in peers:
             if impl in row["missing"]:
                 continue
-            H.log(f"  W1 {impl}: own process, {steps} steps")
-            result = run_child(ctx, "W1", impl, "--repeats", "1", "--time-steps", str(steps))
+            H.log(f"  {wid} {impl}: own process, {steps} steps")
+            result = run_child(ctx, wid, impl, "--repeats", "1", "--time-steps", str(steps),
+                               *child_args)
             if "missing" in result:
                 row["missing"][impl] = result["missing"]
             else:
@@ -289,8 +298,62 @@ def w1_isolated(ctx, metrics, rounds=3, steps=10):
     if ms:
         row["metrics"] = metrics(ms)
     row["status"] = "ok" if "tinyfw" in ms else row["missing"].get("tinyfw", "error")
-    ctx.rows.setdefault("W1", []).append(row)
+    ctx.rows.setdefault(wid, []).append(row)
     return row
+
+
+# ----------------------------------------------------------------------------------- W1u, W1L
+# nanoGPT's Shakespeare character model (``config/train_shakespeare_char.py``): 10.8M parameters.
+GPT_LARGE = dict(vocab_size=65, context_length=256, n_layers=6, n_heads=6, d_model=384)
+GPT_LARGE_BATCH = 8
+
+
+def tinyfw_user_gpt_step(cfg, ids):
+    """One AdamW step of the GPT a user writes with tinyfw's public API (``bench/user_gpt.py``)."""
+    from . import user_gpt
+    return user_gpt.train_step(cfg, ids)
+
+
+def user_gpt_case(ctx, wid, cfg, batch, isolated_rounds, isolated_steps):
+    """The user-written GPT step against PyTorch's twin (``torch_peers.GPT``): one row timed in
+    this process, and one with each implementation alone in its own process."""
+    import json
+    ids = gpt_ids(cfg, batch)
+    metrics = gpt_step_metrics(ctx, cfg, batch)
+    notes = ["tinyfw: bench/user_gpt.py (public API: Linear, split, reshape, transpose, "
+             "F.scaled_dot_product_attention); PyTorch: torch_peers.GPT, written the same way"]
+    if ctx.device != "cpu":
+        tinyfw_build = "the user-written model runs on the CPU here"
+        torch_build = "CPU only (the tinyfw side does)"
+    else:
+        tinyfw_build = lambda: tinyfw_user_gpt_step(cfg, ids)  # noqa: E731
+        torch_build = ctx.torch_builder(lambda: ctx.tp.gpt_step_case(cfg, batch, ids))
+    row = ctx.compare(wid, f"user-written GPT train step (D={cfg['d_model']}, "
+                      f"{cfg['n_layers']} layers, B={batch}, T={cfg['context_length']})", {
+                          "tinyfw": tinyfw_build,
+                          "reference": ctx.reference_builder(
+                              lambda: tinyfw_user_gpt_step(cfg, ids)),
+                          "torch": torch_build,
+                      }, metrics=metrics, notes=notes)
+    child_args = ("--config", json.dumps(cfg), "--batch", str(batch))
+    isolated = w1_isolated(ctx, metrics, rounds=isolated_rounds, steps=isolated_steps, wid=wid,
+                           child_args=child_args)
+    return [row, isolated]
+
+
+def w1u(ctx):
+    """W1's model and sizes written by a user with tinyfw's public API (``bench/user_gpt.py``)."""
+    return user_gpt_case(ctx, "W1u", dict(GPT), 2 if ctx.quick else GPT_BATCH,
+                         isolated_rounds=2 if ctx.quick else 3,
+                         isolated_steps=2 if ctx.quick else 10)
+
+
+def w1l(ctx):
+    """The user-written GPT at nanoGPT's Shakespeare size: width 384, 6 layers, 6 heads,
+    context 256, batch 8 (``--quick``: batch 1)."""
+    return user_gpt_case(ctx, "W1L", dict(GPT_LARGE), 1 if ctx.quick else GPT_LARGE_BATCH,
+                         isolated_rounds=1 if ctx.quick else 2,
+                         isolated_steps=2 if ctx.quick else 4)
 
 
 # ------------------------------------------------------------------------------------------ W2
@@ -682,7 +745,7 @@ def w8(ctx):
 
 
 # ------------------------------------------------------------------------------------------ W9
-W9_CASES = ("W1", "W3-delta-recurrent", "W3-delta-chunked")
+W9_CASES = ("W1", "W3-delta-recurrent", "W3-delta-chunked", "W4")
 
 
 def run_child(ctx, case, impl, *extra):
@@ -706,12 +769,15 @@ def run_child(ctx, case, impl, *extra):
 
 
 def w9(ctx):
-    """Peak resident memory of W1 and of W3 (delta rule, L=4096), each in its own process."""
+    """Peak resident memory of W1, of W3 (delta rule, L=4096) and of W4 (causal softmax
+    attention forward + backward, B=4, H=4, D=64, L=4096), each in its own process."""
     rows = []
     peers = ["tinyfw"] + (["torch"] if ctx.tp is not None else [])
     for case in W9_CASES:
-        row = new_row("W9", f"peak RSS, {case}" + ("" if case == "W1" else
-                                                 f" L={256 if ctx.quick else 4096}"), unit="MB")
+        L = 256 if ctx.quick else 4096
+        label = {"W1": "W1", "W4": f"W4 at L={L} (causal softmax attention fwd+bwd, B=4, H=4, "
+                 "D=64)"}.get(case, f"{case} L={L}")
+        row = new_row("W9", f"peak RSS, {label}", unit="MB")
         if ctx.tp is None:
             row["missing"]["torch"] = ctx.torch_reason or "torch is not importable"
         for impl in peers:
@@ -881,6 +947,8 @@ def w10(ctx):
 
 WORKLOADS = {
     "W1": ("GPT training step (nanoGPT small CPU config)", w1),
+    "W1u": ("the W1 GPT written by a user with the public API", w1u),
+    "W1L": ("the user-written GPT at nanoGPT's Shakespeare size (10.8M)", w1l),
     "W2": ("the W1 model with each mixer", w2),
     "W3": ("fast-weight rules alone, fwd+bwd", w3),
     "W4": ("softmax attention fwd+bwd", w4),
