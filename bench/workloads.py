@@ -796,7 +796,7 @@ def w9(ctx):
         row["status"] = ("ok" if "tinyfw" in row["value"] and not failed else
                          "partial" if "tinyfw" in row["value"] else
                          row["missing"].get("tinyfw", "error"))
-        row_note(row, "peak resident set (ru_maxrss) of a child process; import_mb = after "
+        row_note(row, "peak resident set (VmHWM) of a child process; import_mb = after "
                  "imports and inputs, work_mb = peak - import_mb")
         ctx.rows.setdefault("W9", []).append(row)
         rows.append(row)
