@@ -39,14 +39,17 @@ def path(request, monkeypatch):
     return launch_path(monkeypatch, "ATTENTION", request.param)
 
 
-@pytest.fixture(params=["dense", "dense-blocks", "rows"])
+# (QUERY_BLOCK, KEY_BLOCK): one tile per head; blocks of a few rows, so every case spans several
+# tiles in both directions (and a last, shorter one), crossing the causal diagonal in every way
+TILINGS = {"one-tile": (1 << 30, 1 << 30), "blocks-3x2": (3, 2), "blocks-2x5": (2, 5)}
+
+
+@pytest.fixture(params=list(TILINGS))
 def layout(request, monkeypatch):
-    """Run the short-context dense (BLAS tile) kernels or the row kernels, whatever the length;
-    'dense-blocks' cuts the queries into blocks of 3, so every case spans several blocks (and
-    a last, shorter one) and the causal block skipping is exercised."""
-    monkeypatch.setattr(kernels, "DENSE_MAX_LENGTH", 0 if request.param == "rows" else 1 << 30)
-    if request.param == "dense-blocks":
-        monkeypatch.setattr(kernels, "QUERY_BLOCK", 3)
+    """Run the kernels with the given tile sizes, whatever the length."""
+    query_block, key_block = TILINGS[request.param]
+    monkeypatch.setattr(kernels, "QUERY_BLOCK", query_block)
+    monkeypatch.setattr(kernels, "KEY_BLOCK", key_block)
     return request.param
 
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from numba import njit
 
+from tinyfw.backend.cpu.runtime import blas
 from tinyfw.backend.cpu.runtime.blas import gemm, gemm_scratch, rows_are_contiguous
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-13, atol=1e-13)}
@@ -58,3 +59,22 @@ def test_rows_are_contiguous():
     assert not rows_are_contiguous(x[:, ::-1])                # negative leading dimension
     assert not rows_are_contiguous(np.zeros(5))               # not a matrix
     assert rows_are_contiguous(x[:, :1], x[:, :, :1])          # a single row or column
+
+
+def test_one_blas_thread_runs_blas_on_one_thread_and_restores_the_count():
+    controls = blas.blas_thread_controls()
+    if controls is None:
+        pytest.skip("SciPy's BLAS exposes no thread controls here (not its bundled OpenBLAS)")
+    get, set_ = controls
+    before = get()
+    set_(2)
+    try:
+        with blas.one_blas_thread():
+            assert get() == 1
+        assert get() == 2
+        with pytest.raises(RuntimeError, match="inside"):
+            with blas.one_blas_thread():
+                raise RuntimeError("inside")
+        assert get() == 2                                      # restored on an exception too
+    finally:
+        set_(before)

@@ -1,185 +1,51 @@
 """Numba kernels for softmax attention (same names and meaning as
-``backend/reference/attention.py``, which documents the math and the causal ``offset``).
-
-Two paths, chosen by length (``DENSE_MAX_LENGTH``, 128):
-
-- short contexts (W1: T = 64): the dense path, one head at a time as whole tiles: scores
-  ``scale k q^T`` with BLAS (``runtime/blas.gemm``), the causal mask as a select, the softmax with
-  vectorised loops (float32 exp from ``fastmath.exp_float32``, float64 keeps libm), then
-  ``p v`` (backward: ``p^T do``, ``do v^T``, ``ds^T q``, ``ds k``) with BLAS. BLAS reads the
-  caller's strided q/k/v/do views and writes the outputs (which may be views too: ``out=``)
-  where they lie, so nothing is copied (see the dense section). The queries are taken in
-  blocks of ``QUERY_BLOCK`` (32): a causal block only multiplies the keys up to its last query,
-  so at T = 64 a quarter of the products (the fully masked upper-right block) is skipped. The
-  smaller GEMMs run less efficiently, so this saves only about 5%; smaller blocks gain nothing
-  more.
-- long contexts: the row loops below, memory ``O(L)`` per thread.
-
-The row path uses plain loops, not ``np.dot`` per head (why: at the end of this docstring).
+``backend/reference/attention.py``), computed tile by tile as in FlashAttention (Dao et al.,
+2022; the backward's loop order as in FlashAttention-2). ``backend/reference/tiled_attention.py``
+writes the same algorithm out in NumPy; read it first: this file adds only the loops that make it
+fast.
 
 - The units of work are the ``B * H`` (batch, head) pairs; each pair owns its slices of every
   output, so threads never write the same memory (``runtime/launch.py``, policy ``ATTENTION``,
   decides between this thread, helper threads and Numba's pool).
-- One query row at a time, never the ``(Lq, Lk)`` score matrix: the scores of row ``i`` live in an
-  ``Lk`` buffer, so memory stays ``O(L)`` per thread at any context length, and causal rows stop
-  at their last visible key (half the work of a dense masked product).
-- Keys (and in the backward, values) are copied transposed, ``(D, Lk)``, once per head, so the
-  innermost score loop runs along contiguous memory over ``j`` and vectorises without needing to
-  reorder a floating-point sum.
-- The backward recomputes ``p = exp(s - lse)`` row by row from the forward's log-sum-exp.
-- Arithmetic stays in the input dtype (float32 SIMD is twice as wide); the softmax denominator is
-  summed in float64. ``fastmath`` allows reassociating sums (the dot products over ``d`` become
-  SIMD reductions) but keeps IEEE inf/NaN semantics (masked keys are skipped, never set to
-  ``-inf``, so no inf arithmetic is needed in the first place).
-
-Single-threaded, BLAS per head would win the small backward (its GEMMs are register-tiled), but
-called inside ``prange`` at the larger shapes it starts threads of its own, which compete with
-Numba's for the cores, and becomes slow and erratic, while the loops keep their single-thread
-speed: they are the robust choice. The timings behind both paths are in ``bench/NOTES.md``.
+- Per head, the queries go in blocks of ``QUERY_BLOCK`` and the keys in blocks of ``KEY_BLOCK``.
+  The scores of one query block against one key block are a BLAS product into a
+  ``(KEY_BLOCK, QUERY_BLOCK)`` tile; the forward's softmax runs online over the key blocks, so
+  the ``(Lq, Lk)`` score matrix is never stored: memory stays ``O(QUERY_BLOCK * KEY_BLOCK)`` per
+  thread at any context length. The backward recomputes each tile's probabilities from the
+  forward's log-sum-exp.
+- Causal: tiles wholly above the diagonal are never computed; only the tiles it crosses are
+  masked.
+- The tiles are held transposed, (keys, queries): the softmax statistics are per query, so with
+  queries along the contiguous axis the maxima, exps and sums run as elementwise vector
+  operations over query columns (no horizontal reductions), and the mask is a select.
+- The products go to BLAS (``runtime/blas.gemm``) on the caller's strided views, written in
+  place, with the scale and the accumulations as BLAS's alpha and beta: no per-head copies.
+  BLAS runs on one thread meanwhile (``blas.one_blas_thread``): the kernel splits the heads over
+  the cores itself, and BLAS threads started inside every split would fight it for them.
+- Arithmetic stays in the input dtype (float32 SIMD is twice as wide; float32 exp from
+  ``fastmath``); the softmax denominators are summed per tile in the input dtype and across tiles
+  in float64.
 """
 import numpy as np
 from numba import njit
 
 from .fastmath import exp_of_dtype as _exp
 from .runtime import launch
-from .runtime.blas import gemm, gemm_scratch, rows_are_contiguous
+from .runtime.blas import gemm, gemm_scratch, one_blas_thread, rows_are_contiguous
 from ..reference.attention import packed_heads
 
 __all__ = ["attention_forward", "attention_backward", "packed_attention_forward",
            "packed_attention_backward"]
 
-# Reassociation/contraction for SIMD sums; not 'nnan'/'ninf', so inf and NaN still behave.
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-# The dense path only contracts (FMA): reassociation could undo exp_float32's Cody-Waite split
-# of u - n ln 2, and its loops need no reordered sums to vectorise (they run along query rows).
-_FASTMATH_DENSE = {"contract"}
+# Contraction (FMA) only: reassociation could undo exp_float32's Cody-Waite split of u - n ln 2,
+# and the loops need no reordered sums to vectorise (they run along query columns).
+_FASTMATH = {"contract"}
 
-
-# Up to this many keys (and queries) per head the dense path runs: the (Lk, Lq) score tile of a
-# head, 4 * 128 * 128 bytes = 64 KiB in float32, fits in L2, and BLAS on whole tiles beats the
-# row loops even though it also computes the masked upper triangle. Longer contexts take the row
-# path, whose memory stays O(L) per thread. Tests set it to 0 or a huge value to run both paths.
-DENSE_MAX_LENGTH = 128
-
-# The dense path works on blocks of this many queries: a causal block sees only the keys up to
-# its last query, so the masked upper triangle is skipped block by block (see the dense kernels).
-QUERY_BLOCK = 32
-
-
-# Each kernel handles the (batch, head) pairs bh in [start, stop), flattened as bh = b * H + h;
-# ``launch.run`` (policy ``ATTENTION``) runs them on this thread, with helpers or in the pool.
-
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def _attention_forward_heads(q, k, v, scale, causal, offset, o, lse, start, stop):
-    B, H, Lq, D = q.shape
-    Lk = k.shape[2]
-    Dv = v.shape[3]
-    for bh in range(start, stop):
-        b = bh // H
-        h = bh % H
-        kT = np.ascontiguousarray(k[b, h].T)       # (D, Lk)
-        vb = v[b, h]                                # (Lk, Dv)
-        s = np.empty(Lk, dtype=q.dtype)             # scores, then probabilities, of one row
-        acc = np.empty(Dv, dtype=q.dtype)
-        for i in range(Lq):
-            n = min(Lk, i + offset + 1) if causal else Lk   # keys 0..n-1 are visible
-            s[:n] = 0
-            for d in range(D):
-                qd = q[b, h, i, d] * scale
-                for j in range(n):
-                    s[j] += qd * kT[d, j]
-            m = s[0]
-            for j in range(1, n):
-                m = max(m, s[j])
-            for j in range(n):
-                s[j] = np.exp(s[j] - m)             # <= 1: no overflow
-            denom = 0.0
-            for j in range(n):
-                denom += s[j]
-            acc[:] = 0
-            for j in range(n):
-                pj = s[j]
-                for d in range(Dv):
-                    acc[d] += pj * vb[j, d]
-            inv = 1.0 / denom
-            for d in range(Dv):
-                o[b, h, i, d] = acc[d] * inv
-            lse[b, h, i] = m + np.log(denom)
-
-
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def _attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv, start,
-                              stop):
-    B, H, Lq, D = q.shape
-    Lk = k.shape[2]
-    Dv = v.shape[3]
-    for bh in range(start, stop):
-        b = bh // H
-        h = bh % H
-        kT = np.ascontiguousarray(k[b, h].T)       # (D, Lk)
-        vT = np.ascontiguousarray(v[b, h].T)       # (Dv, Lk)
-        dkb = np.zeros((Lk, D), dtype=q.dtype)      # accumulated over all query rows
-        dvb = np.zeros((Lk, Dv), dtype=q.dtype)
-        kb = k[b, h]                                # (Lk, D)
-        p = np.empty(Lk, dtype=q.dtype)
-        ds = np.empty(Lk, dtype=q.dtype)
-        dqi = np.empty(D, dtype=q.dtype)
-        for i in range(Lq):
-            n = min(Lk, i + offset + 1) if causal else Lk
-            delta = do[b, h, i, 0] * o[b, h, i, 0]  # sum_j p_ij dp_ij, computed as do_i . o_i
-            for d in range(1, Dv):
-                delta += do[b, h, i, d] * o[b, h, i, d]
-            p[:n] = 0
-            ds[:n] = 0
-            for d in range(D):
-                qd = q[b, h, i, d] * scale
-                for j in range(n):
-                    p[j] += qd * kT[d, j]
-            for d in range(Dv):
-                dod = do[b, h, i, d]
-                for j in range(n):
-                    ds[j] += dod * vT[d, j]         # dp_ij = do_i . v_j
-            li = lse[b, h, i]
-            for j in range(n):
-                p[j] = np.exp(p[j] - li)
-            for j in range(n):
-                ds[j] = p[j] * (ds[j] - delta) * scale
-            qi = q[b, h, i]
-            doi = do[b, h, i]
-            dqi[:] = 0
-            for j in range(n):                      # one pass over the keys for all three
-                pj = p[j]
-                dsj = ds[j]
-                for d in range(Dv):
-                    dvb[j, d] += pj * doi[d]
-                for d in range(D):
-                    dkb[j, d] += dsj * qi[d]
-                    dqi[d] += dsj * kb[j, d]
-            dq[b, h, i] = dqi
-        dk[b, h] = dkb
-        dv[b, h] = dvb
-
-
-# The dense path, for short contexts (Lq, Lk <= DENSE_MAX_LENGTH): per head, the whole score
-# tile with BLAS, the softmax with vectorised loops, the output (and in the backward the four
-# gradient products) again with BLAS. The products read the heads where they lie and write the
-# outputs in place (``blas.gemm`` passes each view's row stride to BLAS): no per-head copies of
-# q, k, v, do, and the scale, the accumulation of dk and dv over query blocks and dq's scale
-# are BLAS's alpha and beta. The tiles are held transposed, (Lk, Lq): the softmax statistics
-# are per query, so with queries along the contiguous axis the max, exp and sums run as
-# elementwise vector operations over query columns (no horizontal reductions, no short causal
-# rows), and the mask is a select.
-
-@njit(inline="always")
-def _probabilities_t(st, stat, first_query, causal, offset, zero, pt):
-    """pt[j, i] = exp(st[j, i] - stat[i]) where key j is visible to query first_query + i,
-    else 0."""
-    n, nq = st.shape
-    for j in range(n):
-        first = j - offset - first_query if causal else 0   # column i sees key j iff i >= first
-        for i in range(nq):
-            e = _exp(st[j, i] - stat[i])
-            pt[j, i] = e if i >= first else zero
+# Tile sizes: a (128, 64) float32 tile is 32 KiB, and the operands of its products (a block of
+# 64 queries or 128 keys by D = 64) are as large again, so a tile's work stays in L2. Tests set
+# them to a few rows to run every edge of the tiling.
+QUERY_BLOCK = 64
+KEY_BLOCK = 128
 
 
 @njit(inline="always")
@@ -189,76 +55,143 @@ def _tile(buffer, rows, cols):
 
 
 @njit(inline="always")
-def _block_scores(kh, qh, scale, i0, qb, causal, offset, st_buf, scalars):
-    """The query block [i0, i1) of qb queries (fewer at the end): (i1, n, st) with n the keys
-    visible to its last query (keys 0..n-1; all of them when not causal) and st the (n, nq)
-    transposed score tile scale * k[:n] . q[i0:i1], a view of st_buf."""
-    Lq, Lk = qh.shape[0], kh.shape[0]
-    i1 = min(Lq, i0 + qb)
-    n = min(Lk, i1 + offset) if causal else Lk
-    st = _tile(st_buf, n, i1 - i0)
-    gemm(scale, kh[:n], False, qh[i0:i1], True, scale - scale, st, scalars)
-    return i1, n, st
+def _visible_keys(i1, offset, causal, Lk):
+    """Keys 0..n-1 are visible to query i1 - 1 (all of them when not causal)."""
+    return min(Lk, i1 + offset) if causal else Lk
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH_DENSE, error_model="numpy")
-def _dense_attention_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, start,
-                                   stop):
+@njit(inline="always")
+def _whole(causal, j1, i0, offset):
+    """Whether every key before j1 is visible to query i0 (then the tile needs no mask)."""
+    return not causal or j1 - 1 <= i0 + offset
+
+
+@njit(inline="always")
+def _tile_max(st, m_new, j0, i0, offset, whole):
+    """m_new[i] = max(m_new[i], max over the visible keys j of st[j, i]). A NaN score never wins
+    here, but exp(NaN - m) later carries it into its row."""
+    nk, nq = st.shape
+    for j in range(nk):
+        first = 0 if whole else j0 + j - offset - i0    # column i sees key j0 + j iff i >= first
+        for i in range(nq):
+            x = st[j, i]
+            m_new[i] = x if i >= first and x > m_new[i] else m_new[i]
+
+
+@njit(inline="always")
+def _tile_exp(st, m_new, j0, i0, offset, whole, zero, pt, tile_sum):
+    """pt[j, i] = exp(st[j, i] - m_new[i]) where key j0 + j is visible to query i0 + i, else 0;
+    tile_sum[i] = sum over j of pt[j, i]."""
+    nk, nq = st.shape
+    tile_sum[:nq] = 0
+    for j in range(nk):
+        first = 0 if whole else j0 + j - offset - i0
+        for i in range(nq):
+            e = _exp(st[j, i] - m_new[i])
+            p = e if i >= first else zero
+            pt[j, i] = p
+            tile_sum[i] += p
+
+
+@njit(inline="always")
+def _tile_softmax_grad(st, dst, lse, delta, j0, i0, offset, whole, zero, pt):
+    """The backward's tile: pt = exp(st - lse) (masked to 0), then
+    dst = pt * (dst - delta) in place (dst holds dp^T on entry, ds^T on return)."""
+    nk, nq = st.shape
+    for j in range(nk):
+        first = 0 if whole else j0 + j - offset - i0
+        for i in range(nq):
+            e = _exp(st[j, i] - lse[i0 + i])
+            p = e if i >= first else zero
+            pt[j, i] = p
+            dst[j, i] = p * (dst[j, i] - delta[i0 + i])
+
+
+@njit(cache=True)
+def _rescale_factors(m, m_new, rescale, nq):
+    """rescale[i] = exp(m[i] - m_new[i]): what a sum made under the old running max is
+    multiplied by to stand under the new one."""
+    for i in range(nq):
+        rescale[i] = _exp(m[i] - m_new[i])
+
+
+# Each kernel handles the (batch, head) pairs bh in [start, stop), flattened as bh = b * H + h;
+# ``launch.run`` (policy ``ATTENTION``) runs them on this thread, with helpers or in the pool.
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _tiled_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, key_block, start,
+                         stop):
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
+    Dv = v.shape[3]
     dt = o.dtype
     zero = np.zeros(1, dtype=dt)[0]
     one = zero + scale / scale
-    qb = max(1, min(Lq, query_block))
+    bq = max(1, min(Lq, query_block))
+    bk = max(1, min(Lk, key_block))
     scalars = gemm_scratch(o)
-    st_buf = np.empty(Lk * qb, dtype=dt)        # scores of one query block, transposed
-    pt_buf = np.empty(Lk * qb, dtype=dt)        # unnormalised probabilities exp(s - max)
-    m = np.empty(qb, dtype=dt)
-    denom = np.empty(qb, dtype=np.float64)      # softmax denominators, summed in float64
+    st_buf = np.empty(bk * bq, dtype=dt)        # scores of one tile, transposed (keys, queries)
+    pt_buf = np.empty(bk * bq, dtype=dt)        # exp(s - running max), transposed
+    m = np.empty(bq, dtype=dt)                  # running max of each query's scores
+    m_new = np.empty(bq, dtype=dt)
+    tile_sum = np.empty(bq, dtype=dt)
+    rescale = np.empty(bq, dtype=dt)            # exp(old max - new max)
+    denom = np.empty(bq, dtype=np.float64)      # running softmax denominators
     for bh in range(start, stop):
         b = bh // H
         h = bh % H
-        oh = o[b, h]
-        for i0 in range(0, Lq, qb):
-            i1, n, st = _block_scores(k[b, h], q[b, h], scale, i0, qb, causal, offset, st_buf,
-                                      scalars)
+        qh, kh, vh, oh = q[b, h], k[b, h], v[b, h], o[b, h]
+        for i0 in range(0, Lq, bq):
+            i1 = min(Lq, i0 + bq)
             nq = i1 - i0
-            pt = _tile(pt_buf, n, nq)
+            ob = oh[i0:i1]                      # accumulates p v, unnormalised, in place
             m[:nq] = -np.inf
-            for j in range(n):
-                first = j - offset - i0 if causal else 0
-                for i in range(nq):
-                    x = st[j, i]
-                    # a NaN score never wins here, but exp(NaN - m) carries it into its row
-                    m[i] = x if i >= first and x > m[i] else m[i]
-            _probabilities_t(st, m, i0, causal, offset, zero, pt)
-            denom[:nq] = 0
-            for j in range(n):
-                for i in range(nq):
-                    denom[i] += pt[j, i]
-            gemm(one, pt, True, v[b, h][:n], False, zero, oh[i0:i1], scalars)
+            for j0 in range(0, _visible_keys(i1, offset, causal, Lk), bk):
+                j1 = min(_visible_keys(i1, offset, causal, Lk), j0 + bk)
+                nk = j1 - j0
+                st = _tile(st_buf, nk, nq)
+                pt = _tile(pt_buf, nk, nq)
+                gemm(scale, kh[j0:j1], False, qh[i0:i1], True, zero, st, scalars)
+                whole = _whole(causal, j1, i0, offset)
+                m_new[:nq] = m[:nq]
+                _tile_max(st, m_new, j0, i0, offset, whole)
+                _tile_exp(st, m_new, j0, i0, offset, whole, zero, pt, tile_sum)
+                if j0 == 0:                     # every query sees key 0: m_new is its max
+                    for i in range(nq):
+                        denom[i] = tile_sum[i]
+                    gemm(one, pt, True, vh[j0:j1], False, zero, ob, scalars)
+                else:                           # rescale what was summed under the old max
+                    _rescale_factors(m, m_new, rescale, nq)
+                    for i in range(nq):
+                        denom[i] = denom[i] * rescale[i] + tile_sum[i]
+                        if rescale[i] != one:   # 1: this tile did not raise the max
+                            for d in range(Dv):
+                                ob[i, d] *= rescale[i]
+                    gemm(one, pt, True, vh[j0:j1], False, one, ob, scalars)
+                m[:nq] = m_new[:nq]
             for i in range(nq):
                 inv = 1.0 / denom[i]
-                for d in range(oh.shape[1]):
-                    oh[i0 + i, d] = oh[i0 + i, d] * inv
+                for d in range(Dv):
+                    ob[i, d] = ob[i, d] * inv
                 lse[b, h, i0 + i] = m[i] + np.log(denom[i])
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH_DENSE, error_model="numpy")
-def _dense_attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv,
-                                    query_block, start, stop):
+@njit(nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _tiled_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv, query_block,
+                          key_block, start, stop):
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
     Dv = v.shape[3]
     dt = dq.dtype
     zero = np.zeros(1, dtype=dt)[0]
     one = zero + scale / scale
-    qb = max(1, min(Lq, query_block))
+    bq = max(1, min(Lq, query_block))
+    bk = max(1, min(Lk, key_block))
     scalars = gemm_scratch(dq)
-    st_buf = np.empty(Lk * qb, dtype=dt)
-    pt_buf = np.empty(Lk * qb, dtype=dt)        # p^T of one query block, recomputed from lse
-    dst_buf = np.empty(Lk * qb, dtype=dt)       # dp^T, then ds^T
-    li = np.empty(Lq, dtype=dt)
+    st_buf = np.empty(bk * bq, dtype=dt)
+    pt_buf = np.empty(bk * bq, dtype=dt)        # p^T of one tile, recomputed from lse
+    dst_buf = np.empty(bk * bq, dtype=dt)       # dp^T, then ds^T
+    lse_h = np.empty(Lq, dtype=dt)
     delta = np.empty(Lq, dtype=dt)
     for bh in range(start, stop):
         b = bh // H
@@ -266,31 +199,33 @@ def _dense_attention_backward_heads(do, q, k, v, o, lse, scale, causal, offset, 
         qh, kh, vh, doh = q[b, h], k[b, h], v[b, h], do[b, h]
         dqh, dkh, dvh = dq[b, h], dk[b, h], dv[b, h]
         for i in range(Lq):
-            li[i] = lse[b, h, i]
+            lse_h[i] = lse[b, h, i]
             acc = doh[i, 0] * o[b, h, i, 0]      # sum_j p_ij dp_ij, computed as do_i . o_i
             for d in range(1, Dv):
                 acc += doh[i, d] * o[b, h, i, d]
             delta[i] = acc
-        # dk, dv add up over the query blocks (beta = 1); keys no query sees keep 0
+        # all three add up over tiles (beta = 1); keys no query sees keep 0
+        dqh[:, :] = 0
         dkh[:, :] = 0
         dvh[:, :] = 0
-        for i0 in range(0, Lq, qb):
-            i1, n, st = _block_scores(kh, qh, scale, i0, qb, causal, offset, st_buf, scalars)
-            nq = i1 - i0
-            pt = _tile(pt_buf, n, nq)
-            dst = _tile(dst_buf, n, nq)
-            _probabilities_t(st, li[i0:i1], i0, causal, offset, zero, pt)
-            gemm(one, vh[:n], False, doh[i0:i1], True, zero, dst, scalars)   # dp^T = v do^T
-            for j in range(n):
-                for i in range(nq):
-                    dst[j, i] = pt[j, i] * (dst[j, i] - delta[i0 + i])
-            gemm(one, pt, False, doh[i0:i1], False, one, dvh[:n], scalars)      # dv += p^T do
-            gemm(scale, dst, False, qh[i0:i1], False, one, dkh[:n], scalars)   # dk += s ds^T q
-            gemm(scale, dst, True, kh[:n], False, zero, dqh[i0:i1], scalars)   # dq = s ds k
-
-
-def _dense(q, k):
-    return 1 <= q.shape[2] <= DENSE_MAX_LENGTH and k.shape[2] <= DENSE_MAX_LENGTH
+        for j0 in range(0, Lk, bk):
+            j1 = min(Lk, j0 + bk)
+            first_query = max(0, j0 - offset) if causal else 0   # the first that sees key j0
+            for i0 in range((first_query // bq) * bq, Lq, bq):
+                i1 = min(Lq, i0 + bq)
+                nq = i1 - i0
+                nk = min(j1, _visible_keys(i1, offset, causal, Lk)) - j0
+                kj, vj = kh[j0:j0 + nk], vh[j0:j0 + nk]
+                st = _tile(st_buf, nk, nq)
+                pt = _tile(pt_buf, nk, nq)
+                dst = _tile(dst_buf, nk, nq)
+                gemm(scale, kj, False, qh[i0:i1], True, zero, st, scalars)     # s^T = s k q^T
+                gemm(one, vj, False, doh[i0:i1], True, zero, dst, scalars)     # dp^T = v do^T
+                _tile_softmax_grad(st, dst, lse_h, delta, j0, i0, offset,
+                                   _whole(causal, j0 + nk, i0, offset), zero, pt)
+                gemm(one, pt, False, doh[i0:i1], False, one, dvh[j0:j0 + nk], scalars)
+                gemm(scale, dst, False, qh[i0:i1], False, one, dkh[j0:j0 + nk], scalars)
+                gemm(scale, dst, True, kj, False, one, dqh[i0:i1], scalars)
 
 
 def _work(q, k, v):
@@ -314,24 +249,24 @@ def _check(name, q, k, v, offset):
 
 def _as_dtype(a, dt):
     """a in dtype dt; a strided view whose rows BLAS can read (``rows_are_contiguous``) passes as
-    it is: the dense kernels hand each head's rows to BLAS where they lie."""
+    it is: the kernels hand each head's rows to BLAS where they lie."""
     a = np.asarray(a)
     return a if a.dtype == dt and rows_are_contiguous(a) else np.ascontiguousarray(a, dtype=dt)
 
 
-def _launch(dense, work, args, n_heads, dense_heads, row_heads):
-    """Run the dense or the row kernel on all heads (``launch.ATTENTION`` decides where)."""
-    if dense:
-        launch.run(launch.ATTENTION, dense_heads, args + (QUERY_BLOCK,), n_heads, work)
-    else:
-        launch.run(launch.ATTENTION, row_heads, args, n_heads, work)
+def _launch(kernel, args, q, k, v):
+    """Run ``kernel`` on all (batch, head) pairs (``launch.ATTENTION`` decides where), BLAS on
+    one thread meanwhile."""
+    with one_blas_thread():
+        launch.run(launch.ATTENTION, kernel, args + (QUERY_BLOCK, KEY_BLOCK),
+                   q.shape[0] * q.shape[1], _work(q, k, v))
 
 
-def _outputs(dense, outs, shapes, dt):
-    """The arrays the kernels write: the caller's ``outs`` (views are fine) where the dense path
-    can write them in place, else new C-contiguous arrays (copied into ``outs`` afterwards)."""
-    if outs is None or not (dense and all(a.dtype == dt and rows_are_contiguous(a)
-                                          and a.flags.writeable for a in outs)):
+def _outputs(outs, shapes, dt):
+    """The arrays the kernels write: the caller's ``outs`` (views are fine) where BLAS can write
+    them in place, else new C-contiguous arrays (copied into ``outs`` afterwards)."""
+    if outs is None or not all(a.dtype == dt and rows_are_contiguous(a) and a.flags.writeable
+                               for a in outs):
         return tuple(np.empty(shape, dtype=dt) for shape in shapes)
     return outs
 
@@ -357,18 +292,14 @@ def attention_forward(q, k, v, scale, causal, offset=0, out=None):
     (an array or view of o's shape), o is written there."""
     _check("attention_forward", q, k, v, offset)
     dt = np.result_type(q.dtype, k.dtype, v.dtype)
-    dense = _dense(q, k)
-    # the dense kernels read strided views themselves; the row kernels want contiguous heads
-    prepare = _as_dtype if dense else (lambda a, dt: np.ascontiguousarray(a, dtype=dt))
-    q, k, v = (prepare(a, dt) for a in (q, k, v))
+    q, k, v = (_as_dtype(a, dt) for a in (q, k, v))
     shape = q.shape[:3] + (v.shape[3],)
     outs = None if out is None else (out,)
     _check_outs("attention_forward", outs, [shape])
-    o, = _outputs(dense, outs, [shape], dt)
+    o, = _outputs(outs, [shape], dt)
     lse = np.empty(q.shape[:3], dtype=dt)
-    args = (q, k, v, dt.type(scale), bool(causal), int(offset), o, lse)
-    _launch(dense, _work(q, k, v), args, q.shape[0] * q.shape[1],
-            _dense_attention_forward_heads, _attention_forward_heads)
+    _launch(_tiled_forward_heads, (q, k, v, dt.type(scale), bool(causal), int(offset), o, lse),
+            q, k, v)
     return _deliver(outs, (o,))[0], lse
 
 
@@ -377,15 +308,12 @@ def attention_backward(do, q, k, v, o, lse, scale, causal, offset=0, out=None):
     arrays or views shaped like q, k, v), the gradients are written there."""
     _check("attention_backward", q, k, v, offset)
     dt = np.result_type(q.dtype, k.dtype, v.dtype)
-    dense = _dense(q, k)
-    prepare = _as_dtype if dense else (lambda a, dt: np.ascontiguousarray(a, dtype=dt))
-    q, k, v, do, o, lse = (prepare(a, dt) for a in (q, k, v, do, o, lse))
+    q, k, v, do, o, lse = (_as_dtype(a, dt) for a in (q, k, v, do, o, lse))
     shapes = [q.shape, k.shape, v.shape]
     _check_outs("attention_backward", out, shapes)
-    dq, dk, dv = _outputs(dense, out, shapes, dt)
-    args = (do, q, k, v, o, lse, dt.type(scale), bool(causal), int(offset), dq, dk, dv)
-    _launch(dense, _work(q, k, v), args, q.shape[0] * q.shape[1],
-            _dense_attention_backward_heads, _attention_backward_heads)
+    dq, dk, dv = _outputs(out, shapes, dt)
+    _launch(_tiled_backward_heads, (do, q, k, v, o, lse, dt.type(scale), bool(causal),
+                                    int(offset), dq, dk, dv), q, k, v)
     return tuple(_deliver(out, (dq, dk, dv)))
 
 

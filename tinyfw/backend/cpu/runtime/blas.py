@@ -12,13 +12,22 @@ for 2-D float32 or float64 views whose last axis is contiguous (stride of one el
 ``q[b, h]`` of a strided ``(B, H, L, D)`` view. The function pointers are SciPy's BLAS (the
 library Numba's own ``np.dot`` uses), looked up once; Fortran BLAS is column-major, so the
 row-major product is computed as its transpose, ``c.T = op(b).T @ op(a).T``.
+
+Kernels call ``gemm`` on small tiles from inside their own split over the cores, so they run
+under ``one_blas_thread()``: a BLAS that started threads of its own for each tile (OpenBLAS does
+above about 64^3 multiply-adds) would fight the kernel's threads for the same cores.
 """
+import contextlib
+import ctypes
+import glob
+import os
+
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
 from numba.np.linalg import _BLAS
 
-__all__ = ["gemm", "gemm_scratch", "rows_are_contiguous"]
+__all__ = ["gemm", "gemm_scratch", "one_blas_thread", "rows_are_contiguous"]
 
 # Numba's own wrapper of SciPy's Fortran gemm (the one its np.dot calls): an external symbol of
 # Numba's helper library, so the kernels that call it can be cached (a ctypes function pointer
@@ -89,3 +98,54 @@ def rows_are_contiguous(*arrays):
         if rows > 1 and a.strides[-2] < max(1, cols) * a.itemsize:
             return False
     return True
+
+
+# The thread controls of SciPy's bundled OpenBLAS under the names its builds have used.
+_THREAD_CONTROL_NAMES = (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                         ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                         ("openblas_get_num_threads", "openblas_set_num_threads"))
+_thread_controls = []
+
+
+def _find_thread_controls():
+    """(get, set) of the thread count of the BLAS ``gemm`` calls, or None: SciPy's wheels bundle
+    OpenBLAS beside the package (``scipy.libs``, ``scipy/.dylibs``); another BLAS (MKL,
+    Accelerate) has no such controls here, and its products then run as that library decides."""
+    import scipy   # Numba's BLAS is SciPy's; loaded already when this module was imported
+    package = os.path.dirname(scipy.__file__)
+    for folder in (package + ".libs", os.path.join(package, ".dylibs")):
+        for path in sorted(glob.glob(os.path.join(folder, "*openblas*"))):
+            try:
+                library = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for get_name, set_name in _THREAD_CONTROL_NAMES:
+                get, set_ = getattr(library, get_name, None), getattr(library, set_name, None)
+                if get is not None and set_ is not None:
+                    get.restype, get.argtypes = ctypes.c_int, []
+                    set_.restype, set_.argtypes = None, [ctypes.c_int]
+                    return get, set_
+    return None
+
+
+def blas_thread_controls():
+    """The (get, set) pair of ``_find_thread_controls``, looked up once per process."""
+    if not _thread_controls:
+        _thread_controls.append(_find_thread_controls())
+    return _thread_controls[0]
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Inside the block, the BLAS behind ``gemm`` runs every product on the calling thread; its
+    thread count is restored afterwards. tinyfw launches kernels from one Python thread."""
+    controls = blas_thread_controls()
+    before = controls[0]() if controls is not None else 1
+    if before == 1:
+        yield
+        return
+    controls[1](1)
+    try:
+        yield
+    finally:
+        controls[1](before)
