@@ -10,8 +10,9 @@ For each batch element and head, with queries ``q (Lq, D)``, keys ``k (Lk, D)``,
 
 The forward also returns ``lse = logsumexp(s, axis=-1)`` (one number per query row). The backward
 recomputes ``p = exp(s - lse)`` from it instead of storing the ``(Lq, Lk)`` probabilities, which
-is what lets the Numba kernel run at long context without keeping ``L^2`` numbers per head alive
-between forward and backward (the FlashAttention trick, Dao et al., 2022, without the tiling).
+is what lets the kernels run at long context without keeping ``L^2`` numbers per head alive
+between forward and backward (the FlashAttention trick, Dao et al., 2022; ``tiled_attention.py``
+adds its tiling, so that not even one head's ``(Lq, Lk)`` scores are held at once).
 
 Causal masking: key ``j`` is visible to query ``i`` iff ``j <= i + offset``. ``offset = 0`` is
 PyTorch's ``is_causal`` (the top-left aligned lower triangle, also for ``Lq != Lk``);
