@@ -39,17 +39,20 @@ def path(request, monkeypatch):
     return launch_path(monkeypatch, "ATTENTION", request.param)
 
 
-# (QUERY_BLOCK, KEY_BLOCK): one tile per head; blocks of a few rows, so every case spans several
-# tiles in both directions (and a last, shorter one), crossing the causal diagonal in every way
-TILINGS = {"one-tile": (1 << 30, 1 << 30), "blocks-3x2": (3, 2), "blocks-2x5": (2, 5)}
+# (QUERY_BLOCK, KEY_BLOCK, SHORT_QUERIES): one tile per head; blocks of a few rows, so every case
+# spans several tiles in both directions (and a last, shorter one), crossing the causal diagonal
+# in every way; and the short-context rule (query blocks of half QUERY_BLOCK up to SHORT_QUERIES)
+TILINGS = {"one-tile": (1 << 30, 1 << 30, 0), "blocks-3x2": (3, 2, 0), "blocks-2x5": (2, 5, 0),
+           "short-rule-6x4": (6, 4, 1 << 30)}
 
 
 @pytest.fixture(params=list(TILINGS))
 def layout(request, monkeypatch):
     """Run the kernels with the given tile sizes, whatever the length."""
-    query_block, key_block = TILINGS[request.param]
+    query_block, key_block, short_queries = TILINGS[request.param]
     monkeypatch.setattr(kernels, "QUERY_BLOCK", query_block)
     monkeypatch.setattr(kernels, "KEY_BLOCK", key_block)
+    monkeypatch.setattr(kernels, "SHORT_QUERIES", short_queries)
     return request.param
 
 

@@ -42,10 +42,13 @@ __all__ = ["attention_forward", "attention_backward", "packed_attention_forward"
 _FASTMATH = {"contract"}
 
 # Tile sizes: a (128, 64) float32 tile is 32 KiB, and the operands of its products (a block of
-# 64 queries or 128 keys by D = 64) are as large again, so a tile's work stays in L2. Tests set
-# them to a few rows to run every edge of the tiling.
+# 64 queries or 128 keys by D = 64) are as large again, so a tile's work stays in L2. Up to
+# SHORT_QUERIES queries the blocks are half as tall: in a causal 64-query context, blocks of 32
+# skip the masked quarter of the products, which there outweighs the smaller products' lower
+# efficiency. Tests set the sizes to a few rows to run every edge of the tiling.
 QUERY_BLOCK = 64
 KEY_BLOCK = 128
+SHORT_QUERIES = 128
 
 
 @njit(inline="always")
@@ -132,6 +135,7 @@ def _tiled_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, ke
     scalars = gemm_scratch(o)
     st_buf = np.empty(bk * bq, dtype=dt)        # scores of one tile, transposed (keys, queries)
     pt_buf = np.empty(bk * bq, dtype=dt)        # exp(s - running max), transposed
+    acc_buf = np.empty(bq * Dv, dtype=dt)       # sum of p v of one query block, unnormalised
     m = np.empty(bq, dtype=dt)                  # running max of each query's scores
     m_new = np.empty(bq, dtype=dt)
     tile_sum = np.empty(bq, dtype=dt)
@@ -144,7 +148,7 @@ def _tiled_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, ke
         for i0 in range(0, Lq, bq):
             i1 = min(Lq, i0 + bq)
             nq = i1 - i0
-            ob = oh[i0:i1]                      # accumulates p v, unnormalised, in place
+            acc = _tile(acc_buf, nq, Dv)
             m[:nq] = -np.inf
             for j0 in range(0, _visible_keys(i1, offset, causal, Lk), bk):
                 j1 = min(_visible_keys(i1, offset, causal, Lk), j0 + bk)
@@ -159,20 +163,20 @@ def _tiled_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, ke
                 if j0 == 0:                     # every query sees key 0: m_new is its max
                     for i in range(nq):
                         denom[i] = tile_sum[i]
-                    gemm(one, pt, True, vh[j0:j1], False, zero, ob, scalars)
+                    gemm(one, pt, True, vh[j0:j1], False, zero, acc, scalars)
                 else:                           # rescale what was summed under the old max
                     _rescale_factors(m, m_new, rescale, nq)
                     for i in range(nq):
                         denom[i] = denom[i] * rescale[i] + tile_sum[i]
                         if rescale[i] != one:   # 1: this tile did not raise the max
                             for d in range(Dv):
-                                ob[i, d] *= rescale[i]
-                    gemm(one, pt, True, vh[j0:j1], False, one, ob, scalars)
+                                acc[i, d] *= rescale[i]
+                    gemm(one, pt, True, vh[j0:j1], False, one, acc, scalars)
                 m[:nq] = m_new[:nq]
             for i in range(nq):
                 inv = 1.0 / denom[i]
                 for d in range(Dv):
-                    ob[i, d] = ob[i, d] * inv
+                    oh[i0 + i, d] = acc[i, d] * inv
                 lse[b, h, i0 + i] = m[i] + np.log(denom[i])
 
 
@@ -191,25 +195,28 @@ def _tiled_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv
     st_buf = np.empty(bk * bq, dtype=dt)
     pt_buf = np.empty(bk * bq, dtype=dt)        # p^T of one tile, recomputed from lse
     dst_buf = np.empty(bk * bq, dtype=dt)       # dp^T, then ds^T
+    dk_buf = np.empty(bk * D, dtype=dt)         # dk, dv of one key block, summed over queries
+    dv_buf = np.empty(bk * Dv, dtype=dt)
+    dq_acc = np.empty((Lq, D), dtype=dt)        # dq of one head, summed over key blocks
     lse_h = np.empty(Lq, dtype=dt)
     delta = np.empty(Lq, dtype=dt)
     for bh in range(start, stop):
         b = bh // H
         h = bh % H
         qh, kh, vh, doh = q[b, h], k[b, h], v[b, h], do[b, h]
-        dqh, dkh, dvh = dq[b, h], dk[b, h], dv[b, h]
         for i in range(Lq):
             lse_h[i] = lse[b, h, i]
             acc = doh[i, 0] * o[b, h, i, 0]      # sum_j p_ij dp_ij, computed as do_i . o_i
             for d in range(1, Dv):
                 acc += doh[i, d] * o[b, h, i, d]
             delta[i] = acc
-        # all three add up over tiles (beta = 1); keys no query sees keep 0
-        dqh[:, :] = 0
-        dkh[:, :] = 0
-        dvh[:, :] = 0
+        dq_acc[:, :] = 0
         for j0 in range(0, Lk, bk):
             j1 = min(Lk, j0 + bk)
+            dk_j = _tile(dk_buf, j1 - j0, D)
+            dv_j = _tile(dv_buf, j1 - j0, Dv)
+            dk_j[:, :] = 0                      # keys no query sees keep 0
+            dv_j[:, :] = 0
             first_query = max(0, j0 - offset) if causal else 0   # the first that sees key j0
             for i0 in range((first_query // bq) * bq, Lq, bq):
                 i1 = min(Lq, i0 + bq)
@@ -223,9 +230,12 @@ def _tiled_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv
                 gemm(one, vj, False, doh[i0:i1], True, zero, dst, scalars)     # dp^T = v do^T
                 _tile_softmax_grad(st, dst, lse_h, delta, j0, i0, offset,
                                    _whole(causal, j0 + nk, i0, offset), zero, pt)
-                gemm(one, pt, False, doh[i0:i1], False, one, dvh[j0:j0 + nk], scalars)
-                gemm(scale, dst, False, qh[i0:i1], False, one, dkh[j0:j0 + nk], scalars)
-                gemm(scale, dst, True, kj, False, one, dqh[i0:i1], scalars)
+                gemm(one, pt, False, doh[i0:i1], False, one, dv_j[:nk], scalars)    # p^T do
+                gemm(scale, dst, False, qh[i0:i1], False, one, dk_j[:nk], scalars)  # s ds^T q
+                gemm(scale, dst, True, kj, False, one, dq_acc[i0:i1], scalars)     # s ds k
+            dk[b, h, j0:j1] = dk_j
+            dv[b, h, j0:j1] = dv_j
+        dq[b, h] = dq_acc
 
 
 def _work(q, k, v):
@@ -257,8 +267,9 @@ def _as_dtype(a, dt):
 def _launch(kernel, args, q, k, v):
     """Run ``kernel`` on all (batch, head) pairs (``launch.ATTENTION`` decides where), BLAS on
     one thread meanwhile."""
+    query_block = QUERY_BLOCK if q.shape[2] > SHORT_QUERIES else max(1, QUERY_BLOCK // 2)
     with one_blas_thread():
-        launch.run(launch.ATTENTION, kernel, args + (QUERY_BLOCK, KEY_BLOCK),
+        launch.run(launch.ATTENTION, kernel, args + (query_block, KEY_BLOCK),
                    q.shape[0] * q.shape[1], _work(q, k, v))
 
 
