@@ -1,6 +1,7 @@
 """Shape and indexing operations: reshape, transpose, permute, (un)squeeze, expand, indexing,
-cat, stack, plus the device/dtype moves. Their backwards move the gradient back into place; the
-backward of indexing is a scatter-add (``index_add``), so repeated indices accumulate.
+cat, stack, split, chunk, plus the device/dtype moves. Their backwards move the gradient back
+into place; the backward of indexing is a scatter-add (``index_add``), so repeated indices
+accumulate, and that of split concatenates the pieces' gradients.
 """
 import numbers
 
@@ -254,6 +255,29 @@ def stack(tensors, dim=0):
     return cat([unsqueeze(t, d) for t in tensors], d)
 
 
+class Split(Function):
+    """x -> the pieces ``x[..., start:start + size, ...]`` along ``dim``, one output each.
+
+    One node for all the pieces: the backward concatenates their gradients into one new array
+    (a piece that got no gradient contributes the zeros the engine gives it), where an indexing
+    node per piece would scatter each gradient into a zeroed array of x's shape and leave the
+    engine to sum them.
+    """
+
+    @staticmethod
+    def forward(ctx, x, *, dim, sizes):
+        ctx.dim = dim
+        prefix, pieces, start = (slice(None),) * dim, [], 0
+        for size in sizes:
+            pieces.append(ctx.backend.getitem(x, prefix + (slice(start, start + size),)))
+            start += size
+        return tuple(pieces)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return ctx.backend.concatenate(grads, ctx.dim)
+
+
 def split(x, split_size, dim=0):
     """Pieces of ``split_size`` along ``dim`` (the last may be smaller), as ``torch.split``."""
     d = _axis("split", dim, x.ndim)
@@ -262,11 +286,9 @@ def split(x, split_size, dim=0):
         [min(split_size, n - s) for s in range(0, n, split_size)]
     if sum(sizes) != n:
         raise ValueError(f"split: sizes {sizes} do not add up to {n} (dim {d} of {x.shape})")
-    out, start = [], 0
-    for s in sizes:
-        out.append(index(x, (slice(None),) * d + (slice(start, start + s),)))
-        start += s
-    return out
+    if not sizes:
+        return []
+    return list(Split.apply(x, dim=d, sizes=tuple(sizes)))
 
 
 def chunk(x, chunks, dim=0):
