@@ -17,6 +17,7 @@ and one for the Transformer layer: ``packed_causal_self_attention(qkv, n_heads)`
 output of the fused ``D -> 3D`` projection as it is and returns the heads already merged, so the
 split into q, k, v, the head permutes and the merge are one Function instead of seven.
 """
+import inspect
 import math
 
 from ..autograd import Function
@@ -28,9 +29,23 @@ __all__ = ["scaled_dot_product_attention", "causal_attention", "attention_probab
 
 
 class Attention(Function):
+    """q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv) -> o (B, H, Lq, Dv).
+
+    o is laid out in memory as q is, and dq, dk, dv as q, k, v are, where the backend can write
+    its results into given arrays (``out=``): heads split from a (B, L, H, Dh) projection with
+    ``transpose(1, 2)`` then get back an o whose ``transpose(1, 2).reshape(B, L, H Dh)`` is a
+    view, and gradients that the same ops carry back to the projection without copies.
+    """
+
     @staticmethod
     def forward(ctx, q, k, v, scale, causal, offset):
-        o, lse = ctx.backend.attention_forward(q, k, v, scale, causal, offset)
+        be = ctx.backend
+        o_shape = tuple(q.shape[:-1]) + (v.shape[-1],)
+        o_out = _new_in_layout_of(be, q, o_shape) if _takes_out(be.attention_forward) else None
+        if o_out is None:
+            o, lse = be.attention_forward(q, k, v, scale, causal, offset)
+        else:
+            o, lse = be.attention_forward(q, k, v, scale, causal, offset, out=o_out)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.args = (scale, causal, offset)
         return o
@@ -38,8 +53,59 @@ class Attention(Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = ctx.backend.attention_backward(do, q, k, v, o, lse, *ctx.args)
+        be = ctx.backend
+        outs = _gradients_in_layout(be, (q, k, v)) if _takes_out(be.attention_backward) else None
+        if outs is None:
+            dq, dk, dv = be.attention_backward(do, q, k, v, o, lse, *ctx.args)
+        else:
+            dq, dk, dv = be.attention_backward(do, q, k, v, o, lse, *ctx.args, out=outs)
         return dq, dk, dv, None, None, None
+
+
+_TAKES_OUT = {}
+
+
+def _takes_out(backend_function):
+    """Whether a backend's attention function accepts ``out=`` (the interface does not require
+    it); asked once per function."""
+    answer = _TAKES_OUT.get(backend_function)
+    if answer is None:
+        try:
+            answer = "out" in inspect.signature(backend_function).parameters
+        except (TypeError, ValueError):     # no signature to read: call it without
+            answer = False
+        _TAKES_OUT[backend_function] = answer
+    return answer
+
+
+def _memory_order(a):
+    """The axes of ``a`` in the order its memory runs, outermost first, as told by its strides:
+    the leading axes by decreasing stride, the last axis last (the kernels want rows with
+    adjacent elements), and axes of length one (their stride means nothing) where they are."""
+    lead = [i for i in range(a.ndim - 1) if a.shape[i] != 1]
+    by_stride = iter(sorted(lead, key=lambda i: -a.strides[i]))   # stable: ties keep their order
+    return tuple(next(by_stride) if i in lead else i for i in range(a.ndim - 1)) + (a.ndim - 1,)
+
+
+def _new_in_layout_of(backend, a, shape):
+    """A new array of ``shape`` (``a``'s number of dims) laid out in memory in the axis order of
+    ``a``: a transposed view of an array whose axes are in that order. None when that order is
+    the plain C order (the backend allocates such arrays itself)."""
+    order = _memory_order(a)
+    if order == tuple(range(a.ndim)):
+        return None
+    base = backend.zeros(tuple(shape[i] for i in order), a.dtype)
+    return backend.transpose(base, tuple(sorted(range(a.ndim), key=order.__getitem__)))
+
+
+def _gradients_in_layout(backend, inputs):
+    """New arrays for the gradients of ``inputs``, each laid out as its input; None when every
+    input is in C order (the backend's own arrays are then the same)."""
+    outs = [_new_in_layout_of(backend, a, a.shape) for a in inputs]
+    if all(out is None for out in outs):
+        return None
+    return tuple(backend.zeros(a.shape, a.dtype) if out is None else out
+                 for a, out in zip(inputs, outs))
 
 
 class PackedCausalSelfAttention(Function):
