@@ -83,7 +83,7 @@ def _memory_order(a):
     the leading axes by decreasing stride, the last axis last (the kernels want rows with
     adjacent elements), and axes of length one (their stride means nothing) where they are."""
     lead = [i for i in range(a.ndim - 1) if a.shape[i] != 1]
-    by_stride = iter(sorted(lead, key=lambda i: -a.strides[i]))   # stable: ties keep their order
+    by_stride = iter(sorted(lead, key=lambda i: -abs(a.strides[i])))  # stable: ties keep order
     return tuple(next(by_stride) if i in lead else i for i in range(a.ndim - 1)) + (a.ndim - 1,)
 
 
