@@ -110,6 +110,17 @@ def _tile_softmax_grad(st, dst, lse, delta, j0, i0, offset, whole, zero, pt):
             dst[j, i] = p * (dst[j, i] - delta[i0 + i])
 
 
+@njit(inline="always")
+def _transpose_into(x, xT):
+    """xT[:, :n] = x.T for x (n, d): the score products read the queries (and do) transposed, as
+    BLAS's plain (untransposed) operand, which its kernels multiply markedly faster here than
+    the same rows passed with the transpose flag."""
+    n, d = x.shape
+    for i in range(n):
+        for c in range(d):
+            xT[c, i] = x[i, c]
+
+
 @njit(cache=True)
 def _rescale_factors(m, m_new, rescale, nq):
     """rescale[i] = exp(m[i] - m_new[i]): what a sum made under the old running max is
@@ -136,6 +147,7 @@ def _tiled_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, ke
     st_buf = np.empty(bk * bq, dtype=dt)        # scores of one tile, transposed (keys, queries)
     pt_buf = np.empty(bk * bq, dtype=dt)        # exp(s - running max), transposed
     acc_buf = np.empty(bq * Dv, dtype=dt)       # sum of p v of one query block, unnormalised
+    qT = np.empty((D, Lq), dtype=dt)            # one head's queries, transposed (see below)
     m = np.empty(bq, dtype=dt)                  # running max of each query's scores
     m_new = np.empty(bq, dtype=dt)
     tile_sum = np.empty(bq, dtype=dt)
@@ -145,6 +157,7 @@ def _tiled_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, ke
         b = bh // H
         h = bh % H
         qh, kh, vh, oh = q[b, h], k[b, h], v[b, h], o[b, h]
+        _transpose_into(qh, qT)
         for i0 in range(0, Lq, bq):
             i1 = min(Lq, i0 + bq)
             nq = i1 - i0
@@ -155,7 +168,7 @@ def _tiled_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, ke
                 nk = j1 - j0
                 st = _tile(st_buf, nk, nq)
                 pt = _tile(pt_buf, nk, nq)
-                gemm(scale, kh[j0:j1], False, qh[i0:i1], True, zero, st, scalars)
+                gemm(scale, kh[j0:j1], False, qT[:, i0:i1], False, zero, st, scalars)
                 whole = _whole(causal, j1, i0, offset)
                 m_new[:nq] = m[:nq]
                 _tile_max(st, m_new, j0, i0, offset, whole)
@@ -198,12 +211,16 @@ def _tiled_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv
     dk_buf = np.empty(bk * D, dtype=dt)         # dk, dv of one key block, summed over queries
     dv_buf = np.empty(bk * Dv, dtype=dt)
     dq_acc = np.empty((Lq, D), dtype=dt)        # dq of one head, summed over key blocks
+    qT = np.empty((D, Lq), dtype=dt)            # one head's queries and do, transposed
+    doT = np.empty((Dv, Lq), dtype=dt)
     lse_h = np.empty(Lq, dtype=dt)
     delta = np.empty(Lq, dtype=dt)
     for bh in range(start, stop):
         b = bh // H
         h = bh % H
         qh, kh, vh, doh = q[b, h], k[b, h], v[b, h], do[b, h]
+        _transpose_into(qh, qT)
+        _transpose_into(doh, doT)
         for i in range(Lq):
             lse_h[i] = lse[b, h, i]
             acc = doh[i, 0] * o[b, h, i, 0]      # sum_j p_ij dp_ij, computed as do_i . o_i
@@ -226,8 +243,8 @@ def _tiled_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv
                 st = _tile(st_buf, nk, nq)
                 pt = _tile(pt_buf, nk, nq)
                 dst = _tile(dst_buf, nk, nq)
-                gemm(scale, kj, False, qh[i0:i1], True, zero, st, scalars)     # s^T = s k q^T
-                gemm(one, vj, False, doh[i0:i1], True, zero, dst, scalars)     # dp^T = v do^T
+                gemm(scale, kj, False, qT[:, i0:i1], False, zero, st, scalars)    # s k q^T
+                gemm(one, vj, False, doT[:, i0:i1], False, zero, dst, scalars)    # v do^T
                 _tile_softmax_grad(st, dst, lse_h, delta, j0, i0, offset,
                                    _whole(causal, j0 + nk, i0, offset), zero, pt)
                 gemm(one, pt, False, doh[i0:i1], False, one, dv_j[:nk], scalars)    # p^T do
