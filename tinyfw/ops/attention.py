@@ -15,7 +15,7 @@ Three entry points:
 
 and one for the Transformer layer: ``packed_causal_self_attention(qkv, n_heads)`` takes the
 output of the fused ``D -> 3D`` projection as it is and returns the heads already merged, so the
-split into q, k, v, the head permutes and the merge are one Function instead of seven.
+split into q, k, v, the head permutes and the merge are one Function instead of nine.
 """
 import inspect
 import math
@@ -114,11 +114,11 @@ class PackedCausalSelfAttention(Function):
     The same numbers as splitting qkv into q, k, v (B, H, L, Dh), causal attention and merging
     the heads with ``transpose(1, 2).reshape``, in one Function over the backend's
     ``packed_attention_forward/backward`` (the CPU kernels read the heads where they lie and
-    write y and the (B, L, 3D) gradient in place). Done as separate ops, the split costs three
-    Index nodes whose backwards each scatter into a zeroed (3, B, H, L, Dh) array that autograd
-    then sums, and a permute whose gradient has to be copied back into order, and the backend
-    would concatenate the gradients and copy the merged output; one Function does none of that
-    (what it saves in a W1 step is in bench/NOTES.md).
+    write y and the (B, L, 3D) gradient in place). Done as separate ops (``Attention`` lays
+    o and the gradients out as the heads, so those ops copy no heads), it takes nine nodes: a
+    split whose backward concatenates the three gradients into a new (B, L, 3D) array, a
+    reshape and a transpose for each of q, k, v, and a transpose and a reshape for the merge;
+    one Function has neither the nodes nor the concatenation.
     """
 
     @staticmethod
