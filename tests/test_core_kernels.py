@@ -375,6 +375,104 @@ def test_gelu_rejects_unknown_approximation(backend):
 
 
 # ----------------------------------------------------------------------------------------------
+# ELU + 1
+# ----------------------------------------------------------------------------------------------
+
+def composed_elu_plus_one_backward(g, x, y):
+    """The derivative as a function of x: g * (1 if x > 0 else y), what the backward replaces."""
+    return g * np.where(x > 0, 1, y).astype(y.dtype)
+
+
+def elu_specials(dtype):
+    """x with every special case, and a gradient with its own specials."""
+    info = np.finfo(dtype)
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, info.tiny, -info.tiny, info.eps / 4,
+                  -info.eps / 4, 1e-30, -1e-30, -80.0, -87.5, -100.0, -745.0, -1e4, 1e4,
+                  info.max, -info.max, 88.0, 1.0, -1.0], dtype=dtype)
+    g = rng(13).standard_normal(x.shape).astype(dtype)
+    g[:3] = [np.inf, -np.inf, np.nan]           # inf * 0 at x = -inf, NaN everywhere
+    return x, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,), (13,), (3, 7, 5), (2, 40, 65)])
+def test_elu_plus_one_kernels_match_reference(shape, dtype, path):
+    g = rng(14)
+    x = (4 * g.standard_normal(shape)).astype(dtype)
+    dy = g.standard_normal(shape).astype(dtype)
+    y_k = kernels.elu_plus_one_forward(x)
+    assert y_k.dtype == dtype and y_k.shape == shape
+    y_r = ref.elu_plus_one_forward(x)
+    np.testing.assert_allclose(y_k, y_r, **TOL[dtype])
+    dx_k = kernels.elu_plus_one_backward(dy, y_r)
+    assert dx_k.dtype == dtype and dx_k.shape == shape
+    # the backward is one select and one product in the input dtype: bit for bit the reference
+    np.testing.assert_array_equal(dx_k, ref.elu_plus_one_backward(dy, y_r))
+    np.testing.assert_array_equal(dx_k, composed_elu_plus_one_backward(dy, x, y_r))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elu_plus_one_kernels_take_strided_views(dtype, path):
+    g = rng(15)
+    qkv = g.standard_normal((2, 9, 3, 4, 8)).astype(dtype)   # (B, L, 3, H, D), as a projection
+    for x in (qkv[:, :, 0], qkv[:, :, 1].transpose(0, 2, 1, 3), qkv[..., ::-2],
+              qkv[0, :, 2, 0]):
+        dy = g.standard_normal(x.shape).astype(dtype)
+        y = kernels.elu_plus_one_forward(x)
+        assert y.shape == x.shape
+        np.testing.assert_allclose(y, ref.elu_plus_one_forward(x), **TOL[dtype])
+        y_view = np.empty(x.shape[::-1], dtype).T    # a transposed y and a broadcast g
+        y_view[...] = y
+        g_bcast = np.broadcast_to(dy[..., :1], x.shape)
+        np.testing.assert_array_equal(kernels.elu_plus_one_backward(g_bcast, y_view),
+                                      ref.elu_plus_one_backward(g_bcast, y_view))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elu_plus_one_special_values(dtype):
+    x, g = elu_specials(dtype)
+    with np.errstate(all="ignore"):
+        want = np.where(x > 0, x + 1, np.exp(np.minimum(x, 0)))   # the composed definition
+        for backend in (ref, kernels):
+            y = backend.elu_plus_one_forward(x)
+            assert y.dtype == dtype
+            # float32 exp below -87 is 0 in the kernel, a denormal (< 1.2e-38) in NumPy
+            np.testing.assert_allclose(y, want, rtol=TOL[dtype]["rtol"], atol=np.finfo(dtype).tiny)
+            assert np.isnan(y[0]) and y[1] == np.inf and y[2] == 0 and y[3] == y[4] == 1
+            # dx from y alone equals g * (1 if x > 0 else y) everywhere, NaN and inf included
+            np.testing.assert_array_equal(backend.elu_plus_one_backward(g, want),
+                                          composed_elu_plus_one_backward(g, x, want))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(0,), (3, 0, 2)])
+def test_elu_plus_one_zero_size(backend, shape):
+    x = np.zeros(shape, np.float32)
+    assert backend.elu_plus_one_forward(x).shape == shape
+    assert backend.elu_plus_one_backward(x, x).shape == shape
+
+
+def test_elu_plus_one_reference_is_elu_plus_one_and_its_backward_the_derivative():
+    x = np.linspace(-6, 6, 49) + 0.01                 # no kink at a sample point
+    want = np.array([v + 1 if v > 0 else math.exp(v) for v in x])   # elu(x) = e^x - 1 for x <= 0
+    np.testing.assert_allclose(ref.elu_plus_one_forward(x), want, rtol=1e-15)
+    dy = rng(16).standard_normal(x.shape)
+    np.testing.assert_allclose(ref.elu_plus_one_backward(dy, ref.elu_plus_one_forward(x)),
+                               numeric_vjp(ref.elu_plus_one_forward, x, dy), rtol=1e-7,
+                               atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_elu_plus_one_rejects_bad_input(backend):
+    with pytest.raises(TypeError, match="elu_plus_one_forward: x must be float32 or float64"):
+        backend.elu_plus_one_forward(np.zeros(3, np.int64))
+    with pytest.raises(TypeError, match="elu_plus_one_backward: inputs must share one dtype"):
+        backend.elu_plus_one_backward(np.zeros(3), np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"elu_plus_one_backward: shapes must match.*\(2,\)"):
+        backend.elu_plus_one_backward(np.zeros(3), np.zeros(2))
+
+
+# ----------------------------------------------------------------------------------------------
 # Adam / AdamW
 # ----------------------------------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ def test_every_reference_name_is_defined_and_the_fallbacks_are_known():
 
 
 # ----------------------------------------------------------------------------------------------
-# Core: softmax, log-softmax, cross-entropy, embedding, GELU, Adam
+# Core: softmax, log-softmax, cross-entropy, embedding, GELU, ELU + 1, Adam
 # ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -142,6 +142,26 @@ def test_gelu(approximate, dtype):
     check("gelu_backward", dtype, x, randn(g, (3, 50), dtype), approximate)
     with pytest.raises(ValueError, match="gelu_forward: approximate must be one of"):
         G.gelu_forward(G.from_numpy(x), "exact")
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_elu_plus_one(dtype):
+    g = np.random.default_rng(6)
+    x = randn(g, (3, 50), dtype, 4.0)
+    x[0, :6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, -1e4]
+    dy = randn(g, (3, 50), dtype)
+    dy[1, :3] = [np.inf, -np.inf, np.nan]
+    y = R.elu_plus_one_forward(x)
+    got = G.to_numpy(G.elu_plus_one_forward(G.from_numpy(x)))
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, y, **TOL[np.dtype(dtype)])     # NaN where the reference's
+    # the backward is a select and one product: exact in float64 and rounded once for float32
+    got = G.to_numpy(G.elu_plus_one_backward(G.from_numpy(dy), G.from_numpy(y)))
+    np.testing.assert_array_equal(got, R.elu_plus_one_backward(dy, y))
+    check("elu_plus_one_forward", dtype, np.zeros((0, 4), dtype))
+    check("elu_plus_one_backward", dtype, np.zeros((2, 0), dtype), np.zeros((2, 0), dtype))
+    with pytest.raises(ValueError, match="elu_plus_one_backward: shapes must match"):
+        G.elu_plus_one_backward(G.from_numpy(dy), G.from_numpy(y[:2]))
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

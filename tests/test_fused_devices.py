@@ -135,6 +135,7 @@ FUSED_COVERAGE = {
     "softmax_forward": ONE_INPUT, "softmax_backward": ONE_INPUT,
     "log_softmax_forward": ONE_INPUT, "log_softmax_backward": ONE_INPUT,
     "gelu_forward": ONE_INPUT, "gelu_backward": ONE_INPUT,
+    "elu_plus_one_forward": ONE_INPUT, "elu_plus_one_backward": ONE_INPUT,
     "packed_attention_forward": ONE_INPUT, "packed_attention_backward": ONE_INPUT,
     "cross_entropy_forward": ["cross_entropy"], "cross_entropy_backward": ["cross_entropy"],
     "embedding_backward": ["embedding", "LanguageModel(ids)"],

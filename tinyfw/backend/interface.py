@@ -55,6 +55,8 @@ Fused kernels (forward/backward pairs; the NumPy versions in ``backend/reference
       ids ``(N,)`` int64, dout ``(N, D)``; a scatter-add of rows
 - ``gelu_forward(x, approximate) -> y`` and ``gelu_backward(x, dy, approximate) -> dx``
       approximate ``'none'`` (erf) or ``'tanh'``
+- ``elu_plus_one_forward(x) -> y`` and ``elu_plus_one_backward(g, y) -> dx``
+      ``y = elu(x) + 1``; the backward needs only y (``dx = g`` where ``y > 1``, else ``g y``)
 - ``adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step,
   decoupled)``: updates ``param``, ``exp_avg``, ``exp_avg_sq`` in place with PyTorch's exact rule
   (``decoupled=True`` is AdamW)
@@ -95,6 +97,7 @@ CORE_FUSED = (
     "cross_entropy_forward", "cross_entropy_backward",
     "embedding_backward",
     "gelu_forward", "gelu_backward",
+    "elu_plus_one_forward", "elu_plus_one_backward",
     "adam_step",
 )
 FUSED = CORE_FUSED + (

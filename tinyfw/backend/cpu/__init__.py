@@ -23,7 +23,7 @@ from .bias import iadd, sum  # noqa: E402,F401  bias add in place; sum with a co
 from .core_kernels import (  # noqa: E402,F401
     softmax_forward, softmax_backward, log_softmax_forward, log_softmax_backward,
     cross_entropy_forward, cross_entropy_backward, embedding_backward,
-    gelu_forward, gelu_backward, adam_step,
+    gelu_forward, gelu_backward, elu_plus_one_forward, elu_plus_one_backward, adam_step,
 )
 from .norms import layer_norm_forward, layer_norm_backward  # noqa: E402,F401
 from .rms_norm import rms_norm_forward, rms_norm_backward  # noqa: E402,F401

@@ -1,5 +1,5 @@
 """Numba kernels for the core fused ops: softmax, log-softmax, cross-entropy, embedding backward,
-GELU and the Adam step.
+GELU, ELU + 1 and the Adam step.
 
 Each public function has the name and signature of its NumPy reference in
 ``tinyfw/backend/reference/core.py`` (read that first: it is the definition). Here each is a small
@@ -8,7 +8,7 @@ output) around an ``@njit`` kernel that does the whole operation in one pass per
 
 - row kernels (softmax, log-softmax, cross-entropy) work row by row; within a row they read the
   row a few times while it is still in cache, instead of NumPy's one temporary per step;
-- GELU and Adam are flat elementwise loops;
+- GELU, ELU + 1 and Adam are flat elementwise loops;
 - the embedding backward is a scatter-add; it is made race-free by sorting the ids and giving
   each thread whole segments of equal ids, so no two threads ever write the same weight row.
 
@@ -40,6 +40,7 @@ __all__ = [
     "cross_entropy_forward", "cross_entropy_backward",
     "embedding_backward",
     "gelu_forward", "gelu_backward",
+    "elu_plus_one_forward", "elu_plus_one_backward",
     "adam_step",
 ]
 
@@ -462,6 +463,56 @@ def gelu_backward(x, dy, approximate):
         launch.run(launch.ROWS, _gelu_backward_elements, (xf, dyf, approximate == "tanh", dx),
                    n, n)
     return dx.reshape(x.shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# ELU + 1
+# ----------------------------------------------------------------------------------------------
+# One loop per direction, compiled per dtype, in the input dtype as the reference computes.
+# ``one`` comes in as an argument of the input dtype so that ``v + one`` stays float32 for
+# float32 (a Python 1.0 would promote the loop to float64). exp is ``fastmath.exp_of_dtype``:
+# for float32 the vectorisable ``exp_float32`` (the loop runs 8 lanes wide; NaN stays NaN; below
+# -87 it gives 0 where NumPy gives a denormal < 1.7e-38), for float64 libm's exp (exact, scalar).
+# The exp runs on min(x, 0), so the branch not taken cannot overflow; NaN reaches it as NaN.
+# The backward reads only y (see the reference): g where y > 1, else g * y.
+
+@njit(nogil=True, cache=True)
+def _elu_plus_one_forward_elements(x, one, y, start, stop):
+    x, y = x[start:stop], y[start:stop]
+    zero = one - one
+    for i in range(x.shape[0]):
+        v = x[i]
+        e = _exp_of_dtype(zero if v > zero else v)
+        y[i] = v + one if v > zero else e
+
+
+@njit(nogil=True, cache=True)
+def _elu_plus_one_backward_elements(g, y, one, dx, start, stop):
+    g, y, dx = g[start:stop], y[start:stop], dx[start:stop]
+    for i in range(g.shape[0]):
+        slope = one if y[i] > one else y[i]
+        dx[i] = g[i] * slope
+
+
+def elu_plus_one_forward(x):
+    check_float("elu_plus_one_forward", x=x)
+    xf = np.ascontiguousarray(x).reshape(-1)
+    y = np.empty_like(xf)
+    n = xf.shape[0]
+    launch.run(launch.ROWS, _elu_plus_one_forward_elements, (xf, xf.dtype.type(1), y), n, n)
+    return y.reshape(x.shape)
+
+
+def elu_plus_one_backward(g, y):
+    check_float("elu_plus_one_backward", g=g, y=y)
+    check_same_shape("elu_plus_one_backward", g=g, y=y)
+    gf = np.ascontiguousarray(g).reshape(-1)
+    yf = np.ascontiguousarray(y).reshape(-1)
+    dx = np.empty_like(gf)
+    n = gf.shape[0]
+    launch.run(launch.ROWS, _elu_plus_one_backward_elements, (gf, yf, gf.dtype.type(1), dx), n,
+               n)
+    return dx.reshape(g.shape)
 
 
 # ----------------------------------------------------------------------------------------------

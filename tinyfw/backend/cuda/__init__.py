@@ -28,6 +28,7 @@ from .softmax import *  # noqa: E402,F401,F403
 from .cross_entropy import *  # noqa: E402,F401,F403
 from .embedding import *  # noqa: E402,F401,F403
 from .gelu import *  # noqa: E402,F401,F403
+from .elu_plus_one import *  # noqa: E402,F401,F403
 from .adam import *  # noqa: E402,F401,F403
 from .norms import *  # noqa: E402,F401,F403
 from .attention import *  # noqa: E402,F401,F403

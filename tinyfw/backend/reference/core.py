@@ -1,5 +1,5 @@
 """NumPy reference for the core fused kernels: softmax, log-softmax, cross-entropy, embedding
-backward, GELU and the Adam step.
+backward, GELU, ELU + 1 and the Adam step.
 
 These are the definitions: every backend kernel of the same name must agree with them (the tests
 check it), and a reader should be able to learn each operation from the few lines here.
@@ -16,8 +16,8 @@ Conventions
 
 Shapes: softmax / log-softmax ``x, y, dy, dx: (..., C)``; cross-entropy ``logits, dlogits: (N, C)``,
 ``target, loss, lse, dloss: (N,)``; embedding ``ids: (...)``, ``dout: (..., D)``,
-``dweight: (num_embeddings, D)``; GELU ``x, y, dy, dx``: any shape; Adam: ``param, grad, exp_avg,
-exp_avg_sq``: one shape, any.
+``dweight: (num_embeddings, D)``; GELU and ELU + 1 ``x, y, g, dy, dx``: any shape; Adam:
+``param, grad, exp_avg, exp_avg_sq``: one shape, any.
 """
 import math
 
@@ -30,6 +30,7 @@ __all__ = [
     "cross_entropy_forward", "cross_entropy_backward",
     "embedding_backward",
     "gelu_forward", "gelu_backward",
+    "elu_plus_one_forward", "elu_plus_one_backward",
     "adam_step",
 ]
 
@@ -251,6 +252,32 @@ def gelu_backward(x, dy, approximate):
         pdf = INV_SQRT_2PI * np.exp(-0.5 * x * x)
         dx = dy * (cdf + x * pdf)
     return dx.astype(dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# ELU + 1 (the feature map of linear transformers)
+# ----------------------------------------------------------------------------------------------
+
+def elu_plus_one_forward(x):
+    """y = elu(x) + 1:  x + 1 for x > 0, exp(x) otherwise (NaN stays NaN). In the input dtype.
+
+    exp runs on min(x, 0), so the branch not taken never overflows.
+    """
+    check_float("elu_plus_one_forward", x=x)
+    return np.where(x > 0, x + 1, np.exp(np.minimum(x, 0)))
+
+
+def elu_plus_one_backward(g, y):
+    """dx = g for y > 1, g * y otherwise: the derivative from the output y alone.
+
+    For x > 0 the derivative is 1 and y = x + 1 >= 1; for x <= 0 it is exp(x) = y <= 1. Where
+    y = 1 exactly (x = 0, or x > 0 so small that x + 1 rounds to 1) both rules give g * 1 = g,
+    so the split at y > 1 is exact. x = inf gives y = inf and dx = g; x = -inf gives y = 0 and
+    dx = g * 0; a NaN x gives y = NaN and dx = NaN: all as g * (1 if x > 0 else y).
+    """
+    check_float("elu_plus_one_backward", g=g, y=y)
+    check_same_shape("elu_plus_one_backward", g=g, y=y)
+    return np.where(y > 1, g, g * y)
 
 
 # ----------------------------------------------------------------------------------------------
