@@ -33,7 +33,7 @@ def _step(x, n_heads, causal=True, seed=1):
     y = sdpa(q, k, v, is_causal=causal)
     merged = y.transpose(1, 2).reshape(B, L, C3 // 3)
     w = np.random.default_rng(seed).standard_normal(merged.shape)
-    return y, merged, (merged * fw.tensor(w, dtype=x.dtype)).sum()
+    return y, merged, (merged * fw.tensor(w, dtype=x.dtype, device=x.device)).sum()
 
 
 def _without_out(monkeypatch):
@@ -184,3 +184,20 @@ def test_the_user_gpt_attention_block_uses_the_functional_path():
     q, k, v = _user_heads(x, 2)
     y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     assert y.data.transpose(0, 2, 1, 3).flags.c_contiguous
+
+
+def test_cuda_backend_without_out_gives_the_cpu_numbers():
+    """The CUDA attention takes no ``out=`` (the simulator without a GPU): transposed heads
+    there give the CPU's values and gradients."""
+    from numba import cuda
+    if not cuda.is_available():
+        pytest.skip("numba.cuda is unavailable; run with NUMBA_ENABLE_CUDASIM=1")
+    x0 = np.random.default_rng(11).standard_normal((1, 3, 12))
+    results = []
+    for device in ("cpu", "cuda"):
+        x = fw.tensor(x0, device=device, requires_grad=True)
+        _, merged, loss = _step(x, 2)
+        loss.backward()
+        results.append((merged.numpy(), x.grad.numpy()))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)
