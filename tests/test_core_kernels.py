@@ -339,6 +339,32 @@ def test_gelu_float32_kernels_hold_the_tolerance_everywhere(approximate, path):
                                **TOL[np.float32])
 
 
+def test_gelu_float32_erf_kernels_at_extreme_inputs(path):
+    """float32 exact GELU where its Phi and phi saturate or flush (fastmath clamps |x| at 14,
+    exp flushes below e^-87): GELU(x) is x itself from x = 6 up to the largest float32 and 0
+    from x = -14 down, the backward dy and 0 there, as the float64 reference rounds them; signed
+    zeros keep their sign; infinities and NaN give the reference's NaN (inf * 0) or inf."""
+    big = np.float32(np.finfo(np.float32).max)
+    top = np.array([6.0, 7.5, 13.9, 14.0, 14.01, 100.0, 1e20, 1e30, big], dtype=np.float32)
+    x = np.concatenate([top, -top, [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    dy = np.full(x.shape, 0.75, dtype=np.float32)
+    y = kernels.gelu_forward(x, "none")
+    dx = kernels.gelu_backward(x, dy, "none")
+    n = top.size
+    np.testing.assert_array_equal(y[:n], top)
+    np.testing.assert_array_equal(dx[:n], 0.75)
+    np.testing.assert_array_equal(y[n:2 * n][3:], 0.0)         # x <= -14: Phi flushed to 0
+    np.testing.assert_array_equal(dx[n:2 * n][3:], 0.0)
+    assert y[2 * n] == 0 and not np.signbit(y[2 * n]) and y[2 * n + 1] == 0
+    assert np.signbit(y[2 * n + 1])
+    np.testing.assert_array_equal(dx[2 * n:2 * n + 2], 0.375)   # Phi(0) = 1/2
+    assert y[-3] == np.inf and np.isnan(y[-2]) and np.isnan(y[-1])
+    assert np.isnan(dx[-3:]).all()
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.testing.assert_allclose(y, ref.gelu_forward(x, "none"), **TOL[np.float32])
+        np.testing.assert_allclose(dx, ref.gelu_backward(x, dy, "none"), **TOL[np.float32])
+
+
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_reference_backward_is_the_derivative_of_its_forward(approximate):
     g = rng(12)

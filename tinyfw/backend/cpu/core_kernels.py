@@ -31,7 +31,10 @@ from ..reference.core import (
     adam_bias_corrections, check_adam, check_approximate, check_float, check_ids,
     check_rows, check_same_shape, check_targets,
 )
-from .fastmath import exp_float32 as _exp_float32, exp_of_dtype as _exp_of_dtype
+from .fastmath import (
+    exp_float32 as _exp_float32, exp_of_dtype as _exp_of_dtype,
+    normal_cdf_pdf_float32 as _normal_cdf_pdf_float32,
+)
 from .runtime import launch
 
 __all__ = [
@@ -303,21 +306,19 @@ def embedding_backward(ids, dout, num_embeddings):
 #   store. Exact to rounding (the gradchecks need that), but scalar: LLVM cannot vectorise a
 #   libm call, so the loop runs one element at a time (bench/NOTES.md has the timings).
 # - float32 inputs, erf form (what the GPT MLP uses): a float32 evaluation written so that LLVM
-#   vectorises the loop (8 lanes on AVX2): no library calls, no branches that cannot become
-#   selects, no float64. Phi(x) comes from erfc, never from 1 + erf, so the negative tail keeps
-#   its relative accuracy where 1 + erf(x / sqrt 2) would cancel:
+#   vectorises the loop (8 lanes on AVX2 / AVX-512 with 256-bit vectors): no library calls, no
+#   branches that cannot become selects, no float64. Phi(x) and phi(x) come from
+#   ``fastmath.normal_cdf_pdf_float32``, which shares one exp(-x^2 / 2) between them and takes
+#   Phi from erfc (a rational erfcx times that exp), never from 1 + erf, so the negative tail
+#   keeps its relative accuracy where 1 + erf(x / sqrt 2) would cancel:
 #
-#       z = |x| / sqrt(2),  t = 1 / (1 + z / 2)
-#       erfc(z) = t * exp(-z^2 + P(t))                  P: degree 9, Numerical Recipes' erfcc
-#       Phi(x)  = erfc(z) / 2 for x < 0,  1 - erfc(z) / 2 for x >= 0
+#       GELU(x) = x Phi(x),        GELU'(x) = Phi(x) + x phi(x)
 #
-#   P's coefficients are Numerical Recipes' (Press et al., 2nd ed., section 6.2, function erfcc,
-#   a Chebyshev fit): fractional error < 1.2e-7 for all z >= 0. exp is ``fastmath.exp_float32``.
-#   The result stays within half of the tests' tolerance 2e-7 + 2e-6 |reference| of the float64
-#   reference, forward and backward (the backward's worst case is at the root of Phi + x phi near
-#   x = -0.75, where any float32 evaluation cancels; the error survey is in bench/NOTES.md).
-#   inf, -inf and NaN give what the reference gives (GELU(-inf) = -inf * 0 = NaN there).
-#   The loops run 8 lanes wide with FMA.
+#   Phi and phi are within 5e-7 and 3e-7 relative (fastmath.py), which keeps both loops within
+#   a third of the tests' tolerance 2e-7 + 2e-6 |reference| of the float64 reference (the
+#   backward's worst case is at the root of Phi + x phi near x = -0.75, where any float32
+#   evaluation cancels; the error survey is in bench/NOTES.md). inf, -inf and NaN give what the
+#   reference gives (GELU(-inf) = -inf * 0 = NaN there, and the backward's inf * 0 = NaN).
 # - float32 inputs, tanh form (GPT-2's ``gelu_new``), the same way: 1 + tanh(u) = 2 sigma(2u),
 #   so GELU(x) = x sigma(2u) with u = sqrt(2/pi) (x + kappa x^3), and with e = exp(-2|u|) <= 1
 #
@@ -328,31 +329,15 @@ def embedding_backward(ids, dout, num_embeddings):
 #   as the reference's 0 * inf does.
 #
 # Two Numba options make the float32 loops vectorise; both keep IEEE inf/NaN semantics:
-# ``error_model="numpy"`` drops the ZeroDivisionError check of ``1 / (1 + z / 2)`` (its
-# denominator is >= 1, and the check is a branch that blocks vectorisation), and
-# ``fastmath={"contract"}`` lets LLVM fuse a * b + c into one FMA (one rounding instead of two;
-# it assumes nothing about NaN or inf). Each loop also runs over slices indexed from 0: with a
-# possibly negative index Numba emits wraparound code, and LLVM then loads element by element.
+# ``error_model="numpy"`` drops the ZeroDivisionError checks of erfcx's N / D and the tanh
+# gates' 1 / (1 + e) (both denominators are >= 1, and the check is a branch that blocks
+# vectorisation), and ``fastmath={"contract"}`` lets LLVM fuse a * b + c into one FMA (one
+# rounding instead of two; it assumes nothing about NaN or inf). Each loop also runs over slices
+# indexed from 0: with a possibly negative index Numba emits wraparound code, and LLVM then
+# loads element by element.
 
 _F32 = np.float32
-_ERFCC = tuple(_F32(c) for c in (
-    -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
-    0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277))
-_HALF32, _ONE32, _ZERO32 = _F32(0.5), _F32(1.0), _F32(0.0)
-_SQRT_HALF32, _INV_SQRT_2PI32 = _F32(SQRT_HALF), _F32(INV_SQRT_2PI)
-
-
-@njit(inline="always", fastmath={"contract"})
-def _normal_cdf_float32(x):
-    """Phi(x) for float32 x, with relative accuracy in both tails (see the section comment)."""
-    z = abs(x) * _SQRT_HALF32
-    t = _ONE32 / (_ONE32 + _HALF32 * z)
-    c = _ERFCC
-    p = c[0] + t * (c[1] + t * (c[2] + t * (c[3] + t * (c[4] + t * (c[5] + t * (c[6] + t * (
-        c[7] + t * (c[8] + t * c[9]))))))))
-    half_erfc = _HALF32 * t * _exp_float32(p - _HALF32 * x * x)   # z^2 = x^2 / 2
-    return half_erfc if x < _ZERO32 else _ONE32 - half_erfc
-
+_ONE32, _ZERO32 = _F32(1.0), _F32(0.0)
 
 _SQRT_2_OVER_PI32, _KAPPA32 = _F32(SQRT_2_OVER_PI), _F32(GELU_KAPPA)
 _TWO32, _THREE32 = _F32(2.0), _F32(3.0)
@@ -394,7 +379,8 @@ def _gelu_tanh_backward_float32_elements(x, dy, dx, start, stop):
 def _gelu_erf_forward_float32_elements(x, y, start, stop):
     x, y = x[start:stop], y[start:stop]
     for i in range(x.shape[0]):
-        y[i] = x[i] * _normal_cdf_float32(x[i])
+        cdf, _ = _normal_cdf_pdf_float32(x[i])
+        y[i] = x[i] * cdf
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
@@ -402,8 +388,8 @@ def _gelu_erf_backward_float32_elements(x, dy, dx, start, stop):
     x, dy, dx = x[start:stop], dy[start:stop], dx[start:stop]
     for i in range(x.shape[0]):
         v = x[i]
-        pdf = _INV_SQRT_2PI32 * _exp_float32(-_HALF32 * v * v)
-        dx[i] = dy[i] * (_normal_cdf_float32(v) + v * pdf)
+        cdf, pdf = _normal_cdf_pdf_float32(v)
+        dx[i] = dy[i] * (cdf + v * pdf)
 
 
 @njit(nogil=True, cache=True)
