@@ -92,7 +92,7 @@ def test_normal_cdf_and_pdf_relative_errors():
     cdf_ref = 0.5 * erfc64(-xd / math.sqrt(2.0))
     pdf_ref = np.exp(-0.5 * xd * xd) / math.sqrt(2.0 * math.pi)
     cdf, pdf = _normal_all(x)
-    for name, got, ref, bound in (("cdf", cdf, cdf_ref, 5e-7), ("pdf", pdf, pdf_ref, 3e-7)):
+    for name, got, ref, bound in (("cdf", cdf, cdf_ref, 6e-7), ("pdf", pdf, pdf_ref, 3e-7)):
         normal = ref >= TINY32
         rel = relative(got[normal], ref[normal])
         assert rel.max() <= bound, f"{name}: {rel.max():.3g} at x = {x[normal][rel.argmax()]!r}"
