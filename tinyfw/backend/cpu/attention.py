@@ -10,16 +10,18 @@ fast.
 - Per head, the queries go in blocks of ``QUERY_BLOCK`` and the keys in blocks of ``KEY_BLOCK``.
   The scores of one query block against one key block are a BLAS product into a
   ``(KEY_BLOCK, QUERY_BLOCK)`` tile; the forward's softmax runs online over the key blocks, so
-  the ``(Lq, Lk)`` score matrix is never stored: memory stays ``O(QUERY_BLOCK * KEY_BLOCK)`` per
-  thread at any context length. The backward recomputes each tile's probabilities from the
-  forward's log-sum-exp.
+  the ``(Lq, Lk)`` score matrix is never stored: the scratch of a thread is a few tiles and one
+  head's worth of ``(L, D)`` rows (its transposed queries; in the backward also do and dq), at
+  any context length. The backward recomputes each tile's probabilities from the forward's
+  log-sum-exp.
 - Causal: tiles wholly above the diagonal are never computed; only the tiles it crosses are
   masked.
 - The tiles are held transposed, (keys, queries): the softmax statistics are per query, so with
   queries along the contiguous axis the maxima, exps and sums run as elementwise vector
   operations over query columns (no horizontal reductions), and the mask is a select.
-- The products go to BLAS (``runtime/blas.gemm``) on the caller's strided views, written in
-  place, with the scale and the accumulations as BLAS's alpha and beta: no per-head copies.
+- The products go to BLAS (``runtime/blas.gemm``) on the caller's strided views, with the scale
+  and the accumulations as BLAS's alpha and beta; the only per-head copies are the transposed
+  queries (and do) of the score products (``_transpose_into``).
   BLAS runs on one thread meanwhile (``blas.one_blas_thread``): the kernel splits the heads over
   the cores itself, and BLAS threads started inside every split would fight it for them.
 - Arithmetic stays in the input dtype (float32 SIMD is twice as wide; float32 exp from
@@ -124,7 +126,8 @@ def _transpose_into(x, xT):
 @njit(cache=True)
 def _rescale_factors(m, m_new, rescale, nq):
     """rescale[i] = exp(m[i] - m_new[i]): what a sum made under the old running max is
-    multiplied by to stand under the new one."""
+    multiplied by to stand under the new one. (A called function, not inlined: inlined into the
+    kernel's branch, the float32 exp's select trips Numba's IR checks with a warning.)"""
     for i in range(nq):
         rescale[i] = _exp(m[i] - m_new[i])
 
@@ -147,7 +150,7 @@ def _tiled_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, ke
     st_buf = np.empty(bk * bq, dtype=dt)        # scores of one tile, transposed (keys, queries)
     pt_buf = np.empty(bk * bq, dtype=dt)        # exp(s - running max), transposed
     acc_buf = np.empty(bq * Dv, dtype=dt)       # sum of p v of one query block, unnormalised
-    qT = np.empty((D, Lq), dtype=dt)            # one head's queries, transposed (see below)
+    qT = np.empty((D, Lq), dtype=dt)            # one head's queries, transposed
     m = np.empty(bq, dtype=dt)                  # running max of each query's scores
     m_new = np.empty(bq, dtype=dt)
     tile_sum = np.empty(bq, dtype=dt)
