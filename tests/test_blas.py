@@ -78,3 +78,16 @@ def test_one_blas_thread_runs_blas_on_one_thread_and_restores_the_count():
         assert get() == 2                                      # restored on an exception too
     finally:
         set_(before)
+
+
+def test_loaded_openblas_paths_reads_the_process_mappings(tmp_path):
+    maps = tmp_path / "maps"
+    maps.write_text(
+        "7f00-7f01 r-xp 00000000 08:01 1 /opt/conda/lib/libopenblasp-r0.3.21.so\n"
+        "7f01-7f02 r--p 00001000 08:01 1 /opt/conda/lib/libopenblasp-r0.3.21.so\n"
+        "7f02-7f03 r-xp 00000000 08:01 2 /usr/lib/libm.so.6\n"
+        "7f03-7f04 rw-p 00000000 00:00 0 [heap]\n"
+        "7f04-7f05 r-xp 00000000 08:01 3 /usr/lib/x86_64-linux-gnu/libopenblas.so.0\n")
+    assert blas._loaded_openblas_paths(str(maps)) == [
+        "/opt/conda/lib/libopenblasp-r0.3.21.so", "/usr/lib/x86_64-linux-gnu/libopenblas.so.0"]
+    assert blas._loaded_openblas_paths(str(tmp_path / "missing")) == []

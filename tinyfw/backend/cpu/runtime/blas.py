@@ -107,24 +107,39 @@ _THREAD_CONTROL_NAMES = (("scipy_openblas_get_num_threads", "scipy_openblas_set_
 _thread_controls = []
 
 
+def _loaded_openblas_paths(maps="/proc/self/maps"):
+    """Paths of the OpenBLAS libraries this process has loaded, as Linux lists its mappings (an
+    OpenBLAS that SciPy links from outside its package, as conda's and distributions' builds
+    do); empty where there is no such list."""
+    try:
+        with open(maps) as f:
+            paths = {line.split()[-1] for line in f if line.rstrip().endswith(".so")
+                     or ".so." in line}
+    except OSError:
+        return []
+    return sorted(p for p in paths if "openblas" in os.path.basename(p).lower())
+
+
 def _find_thread_controls():
-    """(get, set) of the thread count of the BLAS ``gemm`` calls, or None: SciPy's wheels bundle
-    OpenBLAS beside the package (``scipy.libs``, ``scipy/.dylibs``); another BLAS (MKL,
-    Accelerate) has no such controls here, and its products then run as that library decides."""
+    """(get, set) of the thread count of the BLAS ``gemm`` calls, or None. SciPy's wheels bundle
+    OpenBLAS beside the package (``scipy.libs``, ``scipy/.dylibs``); other builds link an
+    OpenBLAS the process has loaded from elsewhere. Another BLAS (MKL, Accelerate) has no such
+    controls here, and its products then run as that library decides."""
     import scipy   # Numba's BLAS is SciPy's; loaded already when this module was imported
     package = os.path.dirname(scipy.__file__)
-    for folder in (package + ".libs", os.path.join(package, ".dylibs")):
-        for path in sorted(glob.glob(os.path.join(folder, "*openblas*"))):
-            try:
-                library = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for get_name, set_name in _THREAD_CONTROL_NAMES:
-                get, set_ = getattr(library, get_name, None), getattr(library, set_name, None)
-                if get is not None and set_ is not None:
-                    get.restype, get.argtypes = ctypes.c_int, []
-                    set_.restype, set_.argtypes = None, [ctypes.c_int]
-                    return get, set_
+    bundled = [path for folder in (package + ".libs", os.path.join(package, ".dylibs"))
+               for path in sorted(glob.glob(os.path.join(folder, "*openblas*")))]
+    for path in bundled + _loaded_openblas_paths():
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in _THREAD_CONTROL_NAMES:
+            get, set_ = getattr(library, get_name, None), getattr(library, set_name, None)
+            if get is not None and set_ is not None:
+                get.restype, get.argtypes = ctypes.c_int, []
+                set_.restype, set_.argtypes = None, [ctypes.c_int]
+                return get, set_
     return None
 
 
