@@ -8,22 +8,16 @@ import math
 from numba import cuda
 
 from ..reference.core import check_float, check_same_shape
-from .runtime import device_array, empty, flat, kernel_factory, launch_1d
+from .runtime import as_float64, device_array, empty, flat, kernel_factory, launch_1d
 
 __all__ = ["elu_plus_one_forward", "elu_plus_one_backward"]
-
-
-@cuda.jit(device=True, inline=True)
-def _as_float64(v):
-    """``v`` widened to float64 (the product with 1.0 promotes float32)."""
-    return v * 1.0
 
 
 @kernel_factory
 def elu_plus_one_forward_kernel():
     def kernel(y, x, n):
         for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-            v = _as_float64(x[i])
+            v = as_float64(x[i])
             # exp of min(v, 0) (NaN passes through), so the branch not taken cannot overflow
             e = math.exp(0.0 if v > 0.0 else v)
             y[i] = v + 1.0 if v > 0.0 else e
@@ -34,7 +28,7 @@ def elu_plus_one_forward_kernel():
 def elu_plus_one_backward_kernel():
     def kernel(dx, g, y, n):
         for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-            s = _as_float64(y[i])
+            s = as_float64(y[i])
             slope = 1.0 if s > 1.0 else s          # the derivative, read off the output
             dx[i] = g[i] * slope
     return cuda.jit(kernel)

@@ -9,15 +9,9 @@ from numba import cuda
 
 from ..reference.core import (GELU_KAPPA, INV_SQRT_2PI, SQRT_2_OVER_PI, SQRT_HALF,
                               check_approximate, check_float, check_same_shape)
-from .runtime import device_array, empty, flat, kernel_factory, launch_1d
+from .runtime import as_float64, device_array, empty, flat, kernel_factory, launch_1d
 
 __all__ = ["gelu_forward", "gelu_backward"]
-
-
-@cuda.jit(device=True, inline=True)
-def _as_float64(v):
-    """``v`` widened to float64 (the product with 1.0 promotes float32)."""
-    return v * 1.0
 
 
 @kernel_factory
@@ -26,7 +20,7 @@ def gelu_forward_kernel(approximate):
 
     def kernel(y, x, n):
         for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-            v = _as_float64(x[i])
+            v = as_float64(x[i])
             if tanh_form:
                 inner = SQRT_2_OVER_PI * (v + GELU_KAPPA * v * v * v)
                 y[i] = 0.5 * v * (1.0 + math.tanh(inner))
@@ -41,7 +35,7 @@ def gelu_backward_kernel(approximate):
 
     def kernel(dx, x, dy, n):
         for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-            v = _as_float64(x[i])
+            v = as_float64(x[i])
             if tanh_form:
                 t = math.tanh(SQRT_2_OVER_PI * (v + GELU_KAPPA * v * v * v))
                 du_dv = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_KAPPA * v * v)

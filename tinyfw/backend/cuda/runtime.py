@@ -203,6 +203,13 @@ def launch_1d(kernel, n, *args):
 
 
 @cuda.jit(device=True, inline=True)
+def as_float64(v):
+    """``v`` widened to float64 (the product with 1.0 promotes float32): elementwise kernels
+    evaluate in float64 and round once on store."""
+    return v * 1.0
+
+
+@cuda.jit(device=True, inline=True)
 def strided_offset(i, shape, strides):
     """Element offset of flat (C-order) position ``i`` of ``shape`` in an array with ``strides``.
 

@@ -19,6 +19,7 @@ above about 64^3 multiply-adds) would fight the kernel's threads for the same co
 """
 import contextlib
 import ctypes
+import functools
 import glob
 import os
 
@@ -104,8 +105,6 @@ def rows_are_contiguous(*arrays):
 _THREAD_CONTROL_NAMES = (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
                          ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
                          ("openblas_get_num_threads", "openblas_set_num_threads"))
-_thread_controls = []
-
 
 def _loaded_openblas_paths(maps="/proc/self/maps"):
     """Paths of the OpenBLAS libraries this process has loaded, as Linux lists its mappings (an
@@ -113,8 +112,7 @@ def _loaded_openblas_paths(maps="/proc/self/maps"):
     do); empty where there is no such list."""
     try:
         with open(maps) as f:
-            paths = {line.split()[-1] for line in f if line.rstrip().endswith(".so")
-                     or ".so." in line}
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
     except OSError:
         return []
     return sorted(p for p in paths if "openblas" in os.path.basename(p).lower())
@@ -143,11 +141,10 @@ def _find_thread_controls():
     return None
 
 
+@functools.cache
 def blas_thread_controls():
     """The (get, set) pair of ``_find_thread_controls``, looked up once per process."""
-    if not _thread_controls:
-        _thread_controls.append(_find_thread_controls())
-    return _thread_controls[0]
+    return _find_thread_controls()
 
 
 @contextlib.contextmanager
