@@ -640,6 +640,25 @@ def test_malloc_tuning_is_applied_on_glibc_and_can_be_switched_off(monkeypatch):
     assert environment.tune_malloc() is (platform.libc_ver()[0] == "glibc")
 
 
+def _heap_ranges():
+    with open("/proc/self/maps") as f:
+        return [tuple(int(x, 16) for x in line.split()[0].split("-"))
+                for line in f if line.rstrip().endswith("[heap]")]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
+def test_a_block_larger_than_any_mmap_threshold_comes_from_the_heap():
+    """glibc would map a 64 MB block on its own (its threshold is at most 32 MB) and unmap it on
+    free; with the tuning (applied when tinyfw loads) it lies in the heap."""
+    import platform
+    from tinyfw.backend.cpu.runtime import environment
+    if not environment.configure().malloc_tuned:
+        pytest.skip(f"malloc is not tuned here ({platform.libc_ver()[0] or 'not glibc'})")
+    block = np.ones(64 << 20, dtype=np.uint8)
+    address = block.ctypes.data
+    assert any(lo <= address < hi for lo, hi in _heap_ranges())
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
 def test_tensor_copies_large_arrays_onto_64_byte_boundaries(dtype):
     """``tinyfw.tensor`` copies an array of ALIGN_MIN_BYTES or more into 64-byte aligned memory
