@@ -53,12 +53,16 @@ def set_blas_threads(n):
 
 
 def set_threads(n):
-    """Use ``n`` threads in Numba kernels and in NumPy's BLAS (tinyfw's two thread pools)."""
+    """Use ``n`` threads in Numba kernels, in NumPy's BLAS and in SciPy's (which ``addmm`` and
+    the kernels' ``gemm`` call): tinyfw's thread pools."""
     import tinyfw  # noqa: F401  first: it picks Numba's threading layer, fixed at the first launch
     import numba
+    from tinyfw.backend.cpu.runtime.blas import blas_thread_controls
     numba.set_num_threads(n)
     if _BLAS:
         _BLAS[1](n)
+    if blas_thread_controls() is not None:
+        blas_thread_controls()[1](n)
 
 
 def tinyfw_threads():

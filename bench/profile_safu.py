@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from bench import harness as H  # noqa: E402
 from bench.inputs import GPT, GPT_BATCH, gpt_ids  # noqa: E402
-from bench.profile_w1 import OUTSIDE, profile_parts  # noqa: E402
+from bench.profile_w1 import OUTSIDE, PRODUCTS, profile_parts  # noqa: E402
 
 
 def composed_contexts(x, w_a, block, radial, use_document, state=None, scale=1.0,
@@ -102,7 +102,7 @@ def parts_table(results, out):
     keys = set()
     for n in names:
         keys |= {k for k, t in results[n]["by_name"].items()
-                 if k != "matmul" and t * per[n] >= 0.3}
+                 if k not in PRODUCTS and t * per[n] >= 0.3}
     for key in sorted(keys, key=lambda k: -max(results[n]["by_name"].get(k, 0) for n in names)):
         rows.append((f"  {key}", {n: results[n]["by_name"].get(key, 0.0) for n in names}))
     shapes = set()

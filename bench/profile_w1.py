@@ -46,6 +46,9 @@ def _fused_names():
 # The rest of the step: Python of the engine, ops, modules and optimizer, and freeing arrays
 # (a freed large array is handed back to the kernel where its last reference drops).
 OUTSIDE = "outside the backend (Python, frees)"
+# The backend's matrix products, counted together as "matmul": name -> index of the left operand
+# (``addmm(c, a, b)`` is the bias plus the product, through BLAS's gemm).
+PRODUCTS = {"matmul": 0, "addmm": 1}
 
 
 class BackendTimer:
@@ -67,7 +70,7 @@ class BackendTimer:
 
     def _wrap(self, name, fn):
         clock = self.clock
-        record_shape = name == "matmul"
+        record_shape = name in PRODUCTS
 
         def timed(*args, **kwargs):
             # nested backend calls (a kernel wrapper calling a primitive) count once, outermost
@@ -82,7 +85,7 @@ class BackendTimer:
                     self.time[name] += dt
                     self.calls[name] += 1
                     if record_shape:
-                        a, b = args[0], args[1]
+                        a, b = args[PRODUCTS[name]:PRODUCTS[name] + 2]
                         key = f"{tuple(a.shape)} @ {tuple(b.shape)}"
                         m, k = a.shape[-2], a.shape[-1]
                         n = b.shape[-1]
@@ -141,10 +144,10 @@ def profile_parts(step, steps, clock):
         for _ in range(steps):
             step()
         total = clock() - t0
-    parts = {"matmul": timer.time["matmul"]}
+    parts = {"matmul": sum(timer.time[n] for n in PRODUCTS)}
     parts["fused kernels"] = sum(t for n, t in timer.time.items() if n in fused)
     parts["other primitives"] = sum(t for n, t in timer.time.items()
-                                    if n not in fused and n != "matmul")
+                                    if n not in fused and n not in PRODUCTS)
     parts[OUTSIDE] = total - sum(timer.time.values())
     return {"total": total, "steps": steps, "parts": parts, "by_name": dict(timer.time),
             "calls": dict(timer.calls), "shapes": {k: tuple(v) for k, v in timer.shapes.items()},

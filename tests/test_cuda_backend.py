@@ -471,6 +471,16 @@ def test_matmul_covers_more_batches_and_row_tiles_than_the_grid(monkeypatch):
     same(G.matmul(dev(a), dev(b)), C.matmul(a, b))
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_addmm_equals_the_cpu_backend(dtype):
+    g = rng(24)
+    a, w = g.standard_normal((9, 5)).astype(dtype), g.standard_normal((6, 5)).astype(dtype)
+    for c in (g.standard_normal(6).astype(dtype), g.standard_normal(6), g.standard_normal((9, 6))):
+        # a float64 bias makes a float64 sum of the float32 product: float32's tolerance
+        same(G.addmm(dev(c), dev(a), G.transpose(dev(w), (1, 0))), C.addmm(c, a, w.T),
+             **TOL[np.dtype(dtype)])
+
+
 @pytest.mark.parametrize("dtype", FLOATS + [np.int64])
 def test_iadd_updates_the_target_in_place(dtype):
     # autograd accumulates gradients with backend.iadd(target, value) when a backend has it

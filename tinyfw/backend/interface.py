@@ -43,6 +43,9 @@ Shape and memory
 Linear algebra
 --------------
 - ``matmul(a, b)``                       batched and broadcast, as ``numpy.matmul``
+- ``addmm(c, a, b)``                     ``c + a @ b`` for 2-D a ``(M, K)``, b ``(K, N)`` and c
+                                         broadcast to ``(M, N)`` (a bias row ``(N,)``): BLAS's
+                                         gemm starts from c, so no second pass over the output
 
 Fused kernels (forward/backward pairs; the NumPy versions in ``backend/reference`` define them)
 -----------------------------------------------------------------------------------------------
@@ -89,7 +92,7 @@ COMPARISON = ("eq", "ne", "lt", "le", "gt", "ge")
 REDUCTION = ("sum", "max", "min", "argmax", "argmin")
 SHAPE = ("reshape", "transpose", "broadcast_to", "contiguous", "astype", "copy",
          "concatenate", "getitem", "index_add")
-OTHER = ("where", "clip", "matmul")
+OTHER = ("where", "clip", "matmul", "addmm")
 #: fused kernels of the engine core (backend/reference/core.py, backend/cpu/core_kernels.py)
 CORE_FUSED = (
     "softmax_forward", "softmax_backward",

@@ -1,5 +1,5 @@
 """Matrix multiplication (batched, broadcast, 1-D promotion as ``numpy.matmul``) and ``linear``."""
-from ..autograd import Function, backend_iadd
+from ..autograd import Function
 from .shape import reshape
 
 
@@ -64,11 +64,8 @@ class Linear(Function):
     def forward(ctx, x, weight, bias):
         be = ctx.backend
         x2 = be.reshape(x, (-1, x.shape[-1]))
-        y = be.matmul(x2, be.transpose(weight, (1, 0)))
-        if bias is not None and bias.dtype == y.dtype:
-            backend_iadd(be, y, bias)   # y is the matmul's own new array: no second (N, out) one
-        elif bias is not None:
-            y = be.add(y, bias)         # mixed dtypes promote, as before
+        w_t = be.transpose(weight, (1, 0))
+        y = be.matmul(x2, w_t) if bias is None else be.addmm(bias, x2, w_t)
         ctx.save_for_backward(x2, weight)
         ctx.in_shape = x.shape
         ctx.has_bias = bias is not None

@@ -19,7 +19,7 @@ from .primitives import (  # noqa: E402,F401  (after configure(), see above)
     reshape, transpose, broadcast_to, contiguous, astype, copy,
     concatenate, getitem, index_add, matmul,
 )
-from .bias import iadd, sum  # noqa: E402,F401  bias add in place; sum with a column-sum kernel
+from .bias import addmm, iadd, sum  # noqa: E402,F401  bias as gemm's start, row add, column sum
 from .core_kernels import (  # noqa: E402,F401
     softmax_forward, softmax_backward, log_softmax_forward, log_softmax_backward,
     cross_entropy_forward, cross_entropy_backward, embedding_backward,

@@ -14,11 +14,11 @@ import numba
 from numba import cuda
 
 from .creation import zeros
-from .elementwise import cast_to
+from .elementwise import add, cast_to, iadd
 from .runtime import (FLOAT_DTYPES, MAX_GRID_YZ, TILE, check_dtype, device_array, empty, flat,
                       kernel_factory, launch, prod, strided_offset)
 
-__all__ = ["matmul"]
+__all__ = ["matmul", "addmm"]
 
 
 @kernel_factory
@@ -100,6 +100,17 @@ def matmul(a, b):
     final = tuple(batch_shape)
     final += (() if a.ndim == 1 else (m,)) + (() if b.ndim == 1 else (n,))
     return out.reshape(final) if final != out_shape else out
+
+
+def addmm(c, a, b):
+    """``c + a @ b`` (a bias row c ``(N,)`` for a ``(M, K)`` and b ``(K, N)``): the product, then
+    c added into it in place where the sum keeps the product's shape and dtype."""
+    y = matmul(a, b)
+    same_dtype = getattr(c, "dtype", None) == y.dtype
+    if same_dtype and tuple(getattr(c, "shape", ())) == tuple(y.shape[-1:]):
+        iadd(y, c)
+        return y
+    return add(c, y)
 
 
 def _batch_strides(shape, batch_shape):

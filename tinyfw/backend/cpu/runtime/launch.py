@@ -31,7 +31,7 @@ from . import helper_threads
 from .atomics import fetch_add
 
 __all__ = ["Policy", "ROWS", "NORMS", "ATTENTION", "SAFU_CONTEXTS", "ALWAYS_POOL",
-           "BIAS_KERNEL_MIN_ELEMENTS", "run", "pool_threads", "unit_range"]
+           "BIAS_KERNEL_MIN_ELEMENTS", "ADDMM_MIN_ROWS", "run", "pool_threads", "unit_range"]
 
 
 class Policy(NamedTuple):
@@ -69,6 +69,9 @@ ALWAYS_POOL = Policy(pool_min_work=0, split_min_work=None, ranges_per_thread=0)
 # Bias add and column sum (bias.py): below this many elements NumPy's own loops are as fast as a
 # kernel call.
 BIAS_KERNEL_MIN_ELEMENTS = 1 << 12
+# addmm (bias.py) hands the product to BLAS's gemm from this many rows on: a single row is a
+# matrix-vector product, which NumPy's matmul passes to gemv, about 3x faster there.
+ADDMM_MIN_ROWS = 2
 
 
 def pool_threads(policy, n, work):
