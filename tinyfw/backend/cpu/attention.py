@@ -20,8 +20,10 @@ fast.
   queries along the contiguous axis the maxima, exps and sums run as elementwise vector
   operations over query columns (no horizontal reductions), and the mask is a select.
 - The products go to BLAS (``runtime/blas.gemm``) on the caller's strided views, with the scale
-  and the accumulations as BLAS's alpha and beta; the only per-head copies are the transposed
-  queries (and do) of the score products (``_transpose_into``).
+  and the accumulations as BLAS's alpha and beta. The per-head copies are the transposed
+  queries (and do) of the score products (``_transpose_into``) and, for heads packed side by
+  side, the rows read on every pass: keys and values in the forward, queries and do in the
+  backward (``_rows_together``).
   BLAS runs on one thread meanwhile (``blas.one_blas_thread``): the kernel splits the heads over
   the cores itself, and BLAS threads started inside every split would fight it for them.
 - Arithmetic stays in the input dtype (float32 SIMD is twice as wide; float32 exp from
@@ -123,6 +125,18 @@ def _transpose_into(x, xT):
             xT[c, i] = x[i, c]
 
 
+@njit(inline="always")
+def _rows_together(x, scratch, reads):
+    """x (n, d), or its copy in scratch when its rows lie apart in memory and the kernel reads
+    them ``reads`` times: the rows of one head in a packed (B, L, 3, H, D) projection are 3 H D
+    elements apart, and from the third pass on, reading them from further caches costs more
+    than one contiguous copy."""
+    if reads <= 2 or x.shape[0] < 2 or x.strides[0] == x.shape[1] * x.itemsize:
+        return x
+    scratch[:, :] = x
+    return scratch[:, :]
+
+
 @njit(cache=True)
 def _rescale_factors(m, m_new, rescale, nq):
     """rescale[i] = exp(m[i] - m_new[i]): what a sum made under the old running max is
@@ -151,6 +165,8 @@ def _tiled_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, ke
     pt_buf = np.empty(bk * bq, dtype=dt)        # exp(s - running max), transposed
     acc_buf = np.empty(bq * Dv, dtype=dt)       # sum of p v of one query block, unnormalised
     qT = np.empty((D, Lq), dtype=dt)            # one head's queries, transposed
+    k_rows = np.empty((Lk, D), dtype=dt)        # one head's keys and values, when strided
+    v_rows = np.empty((Lk, Dv), dtype=dt)
     m = np.empty(bq, dtype=dt)                  # running max of each query's scores
     m_new = np.empty(bq, dtype=dt)
     tile_sum = np.empty(bq, dtype=dt)
@@ -159,7 +175,9 @@ def _tiled_forward_heads(q, k, v, scale, causal, offset, o, lse, query_block, ke
     for bh in range(start, stop):
         b = bh // H
         h = bh % H
-        qh, kh, vh, oh = q[b, h], k[b, h], v[b, h], o[b, h]
+        qh, oh = q[b, h], o[b, h]
+        kh = _rows_together(k[b, h], k_rows, -(-Lq // bq))     # read by every query block
+        vh = _rows_together(v[b, h], v_rows, -(-Lq // bq))
         _transpose_into(qh, qT)
         for i0 in range(0, Lq, bq):
             i1 = min(Lq, i0 + bq)
@@ -216,12 +234,16 @@ def _tiled_backward_heads(do, q, k, v, o, lse, scale, causal, offset, dq, dk, dv
     dq_acc = np.empty((Lq, D), dtype=dt)        # dq of one head, summed over key blocks
     qT = np.empty((D, Lq), dtype=dt)            # one head's queries and do, transposed
     doT = np.empty((Dv, Lq), dtype=dt)
+    q_rows = np.empty((Lq, D), dtype=dt)        # one head's queries and do, when strided
+    do_rows = np.empty((Lq, Dv), dtype=dt)
     lse_h = np.empty(Lq, dtype=dt)
     delta = np.empty(Lq, dtype=dt)
     for bh in range(start, stop):
         b = bh // H
         h = bh % H
-        qh, kh, vh, doh = q[b, h], k[b, h], v[b, h], do[b, h]
+        kh, vh = k[b, h], v[b, h]                # read once per key block: left in place
+        qh = _rows_together(q[b, h], q_rows, -(-Lk // bk))     # read by every key block
+        doh = _rows_together(do[b, h], do_rows, -(-Lk // bk))
         _transpose_into(qh, qT)
         _transpose_into(doh, doT)
         for i in range(Lq):
