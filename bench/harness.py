@@ -61,8 +61,9 @@ def set_threads(n):
     numba.set_num_threads(n)
     if _BLAS:
         _BLAS[1](n)
-    if blas_thread_controls() is not None:
-        blas_thread_controls()[1](n)
+    scipy_blas = blas_thread_controls()
+    if scipy_blas is not None:
+        scipy_blas[1](n)
 
 
 def tinyfw_threads():
